@@ -1,0 +1,1 @@
+"""avparse.tools: the `avparse` command and its subcommands."""
