@@ -1,0 +1,282 @@
+"""The Hybrid Attention Network with attentive MMIL pooling (Tian et al., ECCV 2020).
+
+Written from the paper (Sec. 3) and the authors' code, YapengTian/AVVP-ECCV20
+``nets/net_audiovisual.py`` (class ``MMIL_Net``), whose numbers are the defaults
+of :class:`HANConfig`. Per snippet t of a window of T snippets::
+
+    f_a^t = fc_a(audio^t)                                   # 128 -> 512
+    f_v^t = fc_fusion([fc_v(mean_8(v2d^t)), fc_st(v3d^t)])  # 2048 -> 512, 512 -> 512, 1024 -> 512
+    f^_a, f^_v = HAN(f_a, f_v)                              # self + cross-modal attention
+    P[t, m] = sigmoid(fc_prob(f^_m^t))                      # frame probabilities, m = audio, visual
+    W_tp = softmax_t(fc_frame_att(f^)), W_av = softmax_m(fc_av_att(f^))
+    global = sum_t sum_m W_tp * W_av * P,  a = sum_t (W_tp * P)[:, 0],  v = sum_t (W_tp * P)[:, 1]
+
+Two departures in *how* it is computed, none in *what*:
+
+* The original applies ``fc_v`` to all 8T frames and then average-pools groups
+  of 8; a linear layer commutes with the mean, so here the 8 frames are averaged
+  first and ``fc_v`` runs on T vectors (1/8 of the work, same result up to float
+  rounding).
+* The original runs the (shared) HAN layer twice, once for audio queries and
+  once for visual queries; here both run as one batch of 2B sequences.
+
+``layer_mode="original"`` keeps a quirk of the original ``Encoder``: every layer
+receives the ORIGINAL inputs, so only the last layer's output counts (the others
+are skipped: their outputs are overwritten in the original and never reach the
+result or the gradients). ``"stacked"`` feeds each layer the previous output.
+With ``num_layers=1`` (the paper) both modes are the same.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from os import PathLike
+from typing import Mapping, NamedTuple, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+POOLINGS = ("attentive", "max", "mean")
+TEMPORALS = ("han", "none", "gru", "transformer")
+LAYER_MODES = ("original", "stacked")
+
+
+@dataclass(frozen=True)
+class HANConfig:
+    # Defaults: YapengTian/AVVP-ECCV20 nets/net_audiovisual.py (MMIL_Net) unless noted.
+    audio_dim: int = 128           # audio feature size per snippet (VGGish; fc_a = Linear(128, 512))
+    v2d_dim: int = 2048            # 2D feature size per frame (ResNet-152; fc_v = Linear(2048, 512))
+    v3d_dim: int = 512             # 3D feature size per snippet (R(2+1)D-18; fc_st = Linear(512, 512))
+    frames_per_snippet: int = 8    # 2D frames per snippet, averaged (original: F.avg_pool2d(.., (8, 1)))
+    d_model: int = 512             # hidden size of every snippet feature (HANLayer d_model=512)
+    nhead: int = 1                 # attention heads in self- and cross-modal attention (nhead=1)
+    num_layers: int = 1            # temporal layers (Encoder(..., num_layers=1))
+    dim_feedforward: int = 512     # hidden size of the feed-forward block (dim_feedforward=512)
+    dropout: float = 0.1           # dropout on attention weights, residual branches and FFN (dropout=0.1)
+    num_classes: int = 25          # event classes (fc_prob = Linear(512, 25); LLP has 25)
+    pooling: str = "attentive"     # MMIL pooling: "attentive" (paper), "max" or "mean" (Table 2 ablations)
+    temporal: str = "han"          # temporal net: "han" (paper), "none", "gru", "transformer" (Table 2)
+    layer_mode: str = "original"   # "original": every layer sees the inputs (the original's Encoder); "stacked"
+    layer_norm_eps: float = 1e-5   # eps of every LayerNorm (nn.LayerNorm default, as in the original)
+
+    def __post_init__(self):
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"HANConfig.pooling must be one of {POOLINGS}, not {self.pooling!r}")
+        if self.temporal not in TEMPORALS:
+            raise ValueError(f"HANConfig.temporal must be one of {TEMPORALS}, not {self.temporal!r}")
+        if self.layer_mode not in LAYER_MODES:
+            raise ValueError(f"HANConfig.layer_mode must be one of {LAYER_MODES}, not {self.layer_mode!r}")
+        for name in ("audio_dim", "v2d_dim", "v3d_dim", "frames_per_snippet", "d_model", "nhead",
+                     "num_layers", "dim_feedforward", "num_classes"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"HANConfig.{name} must be >= 1, not {getattr(self, name)!r}")
+        if self.d_model % self.nhead:
+            raise ValueError(f"HANConfig.d_model ({self.d_model}) must be divisible by nhead ({self.nhead})")
+        if self.temporal == "gru" and self.d_model % 2:
+            raise ValueError(f"HANConfig.d_model ({self.d_model}) must be even for the bidirectional GRU")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"HANConfig.dropout must be in [0, 1), not {self.dropout!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "HANConfig":
+        unknown = set(d) - set(cls.__dataclass_fields__)
+        if unknown:
+            raise ValueError(f"unknown HANConfig fields {sorted(unknown)}")
+        return cls(**d)
+
+
+class HANOutput(NamedTuple):
+    """What :class:`HAN` returns (a NamedTuple, so tracing and export keep it)."""
+
+    global_prob: Tensor    # [B, C] video-level event probability (p-bar)
+    a_prob: Tensor         # [B, C] video-level audio event probability (p-bar_a)
+    v_prob: Tensor         # [B, C] video-level visual event probability (p-bar_v)
+    frame_prob: Tensor     # [B, T, 2, C] snippet probabilities P; [:, :, 0] audio, [:, :, 1] visual
+    temporal_att: Tensor   # [B, T, 2, C] temporal attention W_tp, sums to 1 over T
+    av_att: Tensor         # [B, T, 2, C] audio-visual attention W_av, sums to 1 over the 2 modalities
+
+
+class HybridAttentionLayer(nn.Module):
+    """One HAN layer (the original's ``HANLayer``), batch-first.
+
+    x <- norm1(x + drop(self_attn(x, x, x)) + drop(cross_attn(x, y, y))); x <- norm2(x + drop(FFN(x))).
+    With ``cross=False`` it is a post-norm Transformer encoder layer (ReLU), which is
+    what the original's unused ``audio_encoder``/``visual_encoder`` are.
+    Parameter names follow the original so that its weights map one to one.
+    """
+
+    def __init__(self, cfg: HANConfig, *, cross: bool):
+        super().__init__()
+        d, h, p = cfg.d_model, cfg.nhead, cfg.dropout
+        self.self_attn = nn.MultiheadAttention(d, h, dropout=p, batch_first=True)
+        self.cm_attn = nn.MultiheadAttention(d, h, dropout=p, batch_first=True) if cross else None
+        self.linear1 = nn.Linear(d, cfg.dim_feedforward)
+        self.linear2 = nn.Linear(cfg.dim_feedforward, d)
+        self.norm1 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.norm2 = nn.LayerNorm(d, eps=cfg.layer_norm_eps)
+        self.dropout = nn.Dropout(p)      # inside the FFN
+        self.dropout_sa = nn.Dropout(p)   # on the self-attention branch (original: dropout12)
+        self.dropout_ca = nn.Dropout(p)   # on the cross-modal branch (original: dropout11)
+        self.dropout2 = nn.Dropout(p)     # on the FFN branch
+
+    def forward(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        sa = self.self_attn(x, x, x, need_weights=False)[0]
+        if self.cm_attn is None:
+            h = x + self.dropout_sa(sa)
+        else:  # same order of additions as the original: x + cross + self
+            h = x + self.dropout_ca(self.cm_attn(x, y, y, need_weights=False)[0]) + self.dropout_sa(sa)
+        h = self.norm1(h)
+        h = self.norm2(h + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(h))))))
+        return h
+
+
+class HANTemporal(nn.Module):
+    """The hybrid attention network: one layer per depth, shared by both modalities."""
+
+    def __init__(self, cfg: HANConfig):
+        super().__init__()
+        self.layer_mode = cfg.layer_mode
+        self.layers = nn.ModuleList(HybridAttentionLayer(cfg, cross=True) for _ in range(cfg.num_layers))
+
+    def forward(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        b = a.shape[0]
+        x, y = torch.cat([a, v]), torch.cat([v, a])  # audio queries attend to visual and vice versa
+        if self.layer_mode == "original":
+            # Every layer gets the inputs and overwrites the output: only the last one counts.
+            x = self.layers[-1](x, y)
+        else:
+            for layer in self.layers:
+                x = layer(x, torch.cat([x[b:], x[:b]]))
+        return x[:b], x[b:]
+
+
+class TransformerTemporal(nn.Module):
+    """Table 2 "Transformer": unimodal self-attention only, separate weights per modality.
+
+    As the original's (unused) ``audio_encoder``/``visual_encoder``: post-norm
+    encoder layers, stacked.
+    """
+
+    def __init__(self, cfg: HANConfig):
+        super().__init__()
+        self.audio_layers = nn.ModuleList(HybridAttentionLayer(cfg, cross=False) for _ in range(cfg.num_layers))
+        self.visual_layers = nn.ModuleList(HybridAttentionLayer(cfg, cross=False) for _ in range(cfg.num_layers))
+
+    def forward(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        for la, lv in zip(self.audio_layers, self.visual_layers):
+            a, v = la(a), lv(v)
+        return a, v
+
+
+class GRUTemporal(nn.Module):
+    """Table 2 "GRU": a bidirectional GRU per modality (d_model/2 per direction, so
+    the output stays d_model wide). The paper gives no details; this is our choice."""
+
+    def __init__(self, cfg: HANConfig):
+        super().__init__()
+        kw = dict(input_size=cfg.d_model, hidden_size=cfg.d_model // 2, num_layers=cfg.num_layers,
+                  batch_first=True, bidirectional=True, dropout=cfg.dropout if cfg.num_layers > 1 else 0.0)
+        self.audio_gru = nn.GRU(**kw)
+        self.visual_gru = nn.GRU(**kw)
+
+    def forward(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+        return self.audio_gru(a)[0], self.visual_gru(v)[0]
+
+
+class HAN(nn.Module):
+    """Snippet features -> snippet and video-level event probabilities (see module docstring)."""
+
+    def __init__(self, cfg: HANConfig):
+        super().__init__()
+        self.config = cfg
+        d, c = cfg.d_model, cfg.num_classes
+        self.fc_a = nn.Linear(cfg.audio_dim, d)
+        self.fc_v = nn.Linear(cfg.v2d_dim, d)
+        self.fc_st = nn.Linear(cfg.v3d_dim, d)
+        self.fc_fusion = nn.Linear(2 * d, d)
+        if cfg.temporal == "han":
+            self.temporal = HANTemporal(cfg)
+        elif cfg.temporal == "transformer":
+            self.temporal = TransformerTemporal(cfg)
+        elif cfg.temporal == "gru":
+            self.temporal = GRUTemporal(cfg)
+        else:
+            self.temporal = None
+        self.fc_prob = nn.Linear(d, c)
+        if cfg.pooling == "attentive":
+            self.fc_frame_att = nn.Linear(d, c)
+            self.fc_av_att = nn.Linear(d, c)
+
+    def embed(self, audio: Tensor, v2d: Tensor, v3d: Tensor) -> tuple[Tensor, Tensor]:
+        """Input features -> (audio, visual) snippet features [B, T, d_model], before the temporal net."""
+        cfg = self.config
+        if audio.ndim != 3 or audio.shape[-1] != cfg.audio_dim:
+            raise ValueError(f"audio must be [B, T, {cfg.audio_dim}], got {list(audio.shape)}")
+        b, t = audio.shape[:2]
+        f = cfg.frames_per_snippet
+        if tuple(v2d.shape) != (b, t * f, cfg.v2d_dim):
+            raise ValueError(f"v2d must be [B, T*{f}, {cfg.v2d_dim}] = {[b, t * f, cfg.v2d_dim]}, got {list(v2d.shape)}")
+        if tuple(v3d.shape) != (b, t, cfg.v3d_dim):
+            raise ValueError(f"v3d must be [B, T, {cfg.v3d_dim}] = {[b, t, cfg.v3d_dim]}, got {list(v3d.shape)}")
+        a = self.fc_a(audio)
+        # mean over each snippet's frames, then fc_v: equal to fc_v on every frame then the mean
+        v2 = self.fc_v(v2d.reshape(b, t, f, cfg.v2d_dim).mean(dim=2))
+        v = self.fc_fusion(torch.cat([v2, self.fc_st(v3d)], dim=-1))
+        return a, v
+
+    def pool(self, x: Tensor, frame_prob: Tensor) -> HANOutput:
+        """MMIL pooling of snippet features x and probabilities P [B, T, 2, C] to video level."""
+        mode = self.config.pooling
+        if mode == "attentive":
+            w_tp = torch.softmax(self.fc_frame_att(x), dim=1)
+            w_av = torch.softmax(self.fc_av_att(x), dim=2)
+        elif mode == "mean":
+            w_tp = torch.full_like(frame_prob, 1.0 / frame_prob.shape[1])
+            w_av = torch.full_like(frame_prob, 0.5)
+        else:  # "max" as a one-hot attention: the same value and gradient as max over time, then modality
+            p = frame_prob.detach()
+            w_tp = F.one_hot(p.argmax(dim=1), p.shape[1]).movedim(-1, 1).to(p.dtype)   # [B, T, 2, C]
+            best_m = p.amax(dim=1).argmax(dim=1)                                          # [B, C]
+            w_av = F.one_hot(best_m, 2).movedim(-1, 1).unsqueeze(1).expand_as(p).to(p.dtype)
+        temporal_prob = w_tp * frame_prob
+        global_prob = (temporal_prob * w_av).sum(dim=(1, 2))
+        a_prob = temporal_prob[:, :, 0].sum(dim=1)
+        v_prob = temporal_prob[:, :, 1].sum(dim=1)
+        return HANOutput(global_prob, a_prob, v_prob, frame_prob, w_tp, w_av)
+
+    def forward(self, audio: Tensor, v2d: Tensor, v3d: Tensor) -> HANOutput:
+        """audio [B, T, A], v2d [B, T*F, D2], v3d [B, T, D3] -> :class:`HANOutput`. Any T >= 1."""
+        a, v = self.embed(audio, v2d, v3d)
+        if self.temporal is not None:
+            a, v = self.temporal(a, v)
+        x = torch.stack([a, v], dim=2)                  # [B, T, 2, d]: F(t, 0) audio, F(t, 1) visual
+        frame_prob = torch.sigmoid(self.fc_prob(x))     # shared classifier for both modalities
+        return self.pool(x, frame_prob)
+
+
+def build_han(cfg: HANConfig = HANConfig(), *, weights=None, device="cpu") -> HAN:
+    """Build a HAN for ``cfg`` on ``device``.
+
+    ``weights``: None (random init, PyTorch defaults), a state dict of this
+    model's parameter names, or a path to a checkpoint written by
+    :func:`avparse.core.checkpoint.save_checkpoint` (or an original MMIL_Net state
+    dict), whose config must equal ``cfg``. Like torchvision's builders the
+    module is returned in training mode; call ``.eval()`` for inference
+    (:func:`avparse.core.checkpoint.load_model` does).
+    """
+    model = HAN(cfg)
+    if weights is not None:
+        if isinstance(weights, (str, PathLike)):
+            from avparse.core.checkpoint import load_model
+
+            loaded = load_model(weights)
+            if loaded.config != cfg:
+                diff = [k for k, v in cfg.to_dict().items() if loaded.config.to_dict()[k] != v]
+                raise ValueError(f"{weights}: checkpoint config differs from the requested one in {diff}")
+            weights = loaded.model.state_dict()
+        model.load_state_dict(weights)
+    return model.to(device)
