@@ -132,7 +132,7 @@ def save_checkpoint(path, model: HAN, *, classes, profile: FeatureProfile, extra
 
 
 def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e)).strip().splitlines()
     line = text[0].strip() if text else type(e).__name__
     return line if len(line) <= 200 else line[:197] + "..."
 
@@ -145,6 +145,15 @@ def _read(path: Path) -> Any:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # torch raises many types for corrupt, truncated or foreign files
+        text = str(e)
+        m = re.search(r"WeightsUnpickler error:\s*(.+?)\s*(?:\n|$)", text)
+        detail = m.group(1) if m else ""
+        g = re.search(r"Unsupported global: GLOBAL (\S+)", detail)
+        if g:
+            raise CheckpointError(path, f"holds a Python object ({g.group(1)}) that a safe weights-only load "
+                                        "refuses: not an avparse checkpoint") from None
+        if detail:
+            e = ValueError(detail)
         raise CheckpointError(
             path, f"cannot be read as a PyTorch weights file (corrupt, truncated or not a checkpoint): {_one_line(e)}"
         ) from None
