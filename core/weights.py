@@ -1,0 +1,81 @@
+"""Finding and reading published weight files, never downloading them.
+
+A weight file is looked up, in order, in the directory the user names
+(``weights=``) and in the torch hub cache, ``torch.hub.get_dir()/checkpoints``
+(``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``),
+under the file name of its published URL: the place torchvision's weight enums
+and ``torch.hub.load_state_dict_from_url`` would have put it. Nothing is ever
+fetched from the network: a missing file is a ``WeightsNotFoundError`` naming
+the file, its URL and where to put it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+
+class WeightsNotFoundError(FileNotFoundError):
+    """A published weight file is not on disk (one clear message)."""
+
+
+class WeightsError(ValueError):
+    """A weight file exists but is not the expected one (corrupt, wrong names or shapes)."""
+
+
+def hub_checkpoint_dir() -> Path:
+    """torch hub's checkpoint cache (honours $TORCH_HOME, read at call time)."""
+    return Path(torch.hub.get_dir()) / "checkpoints"
+
+
+def file_name(url: str) -> str:
+    return os.path.basename(url.split("?")[0])
+
+
+def find_weight_file(url: str, weights_dir: str | os.PathLike | None = None) -> Path:
+    """The local path of the file published at ``url`` (see module doc)."""
+    name = file_name(url)
+    places = ([Path(weights_dir)] if weights_dir is not None else []) + [hub_checkpoint_dir()]
+    for d in places:
+        p = d / name
+        if p.is_file():
+            return p
+    where = " or ".join(str(d) for d in places)
+    raise WeightsNotFoundError(
+        f"weight file {name} not found; put it in {where} (it is published at {url}; "
+        f"this program never downloads)"
+    )
+
+
+def load_state_dict(path: str | os.PathLike) -> dict:
+    """torch.load with weights_only=True; numpy arrays (as some published
+    files hold) are allowed through torch's safe-globals list."""
+    path = Path(path)
+    try:
+        obj = _load(path)
+    except Exception as e:  # corrupt, truncated, not a torch file
+        raise WeightsError(f"cannot read weight file {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
+    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+        obj = obj["state_dict"]
+    if not isinstance(obj, dict):
+        raise WeightsError(f"weight file {path} does not hold a state dict (got {type(obj).__name__})")
+    return obj
+
+
+def _load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as first:
+        if "numpy" not in str(first):
+            raise
+    import numpy as np
+
+    allowed = [np.ndarray, np.dtype, type(np.dtype("float32")), type(np.dtype("float64"))]
+    try:
+        allowed.append(np._core.multiarray._reconstruct)
+    except AttributeError:  # numpy < 2
+        allowed.append(np.core.multiarray._reconstruct)
+    with torch.serialization.safe_globals(allowed):
+        return torch.load(path, map_location="cpu", weights_only=True)
