@@ -57,7 +57,11 @@ def _as_binary(x, name: str, ndim: int) -> np.ndarray:
         raise ValueError(f"{name} must have {ndim} dimensions, got shape {a.shape}")
     if a.dtype == np.bool_:
         return a
-    if not np.isin(a, (0, 1)).all():
+    if a.dtype.kind in "ui":
+        bad = a.size and (a.max() > 1 or a.min() < 0)
+    else:
+        bad = ((a != 0) & (a != 1)).any()
+    if bad:
         raise ValueError(f"{name} must be binary (0/1 or bool); threshold probabilities first (see binarize)")
     return a.astype(bool)
 
@@ -196,8 +200,29 @@ def _mean_f1_batch(tp, fp, fn) -> np.ndarray:
     den = 2 * tp + fn + fp
     f = np.divide(2 * tp, den, out=np.zeros(tp.shape, dtype=np.float64), where=keep)
     s = np.ascontiguousarray(f.T).sum(axis=0)
-    n = keep.sum(axis=1)
+    n = np.count_nonzero(keep, axis=1)
     return np.where(n == 0, 1.0, s / np.maximum(n, 1))
+
+
+_POP16: np.ndarray | None = None
+
+
+def _popcount(x: np.ndarray) -> np.ndarray:
+    """Set bits of each uint64 (np.bitwise_count where numpy has it, numpy >= 2.0)."""
+    if hasattr(np, "bitwise_count"):
+        return np.bitwise_count(x).astype(np.int64)
+    global _POP16
+    if _POP16 is None:
+        _POP16 = np.array([bin(i).count("1") for i in range(1 << 16)], dtype=np.int64)
+    return sum(_POP16[(x >> np.uint64(s)) & np.uint64(0xFFFF)] for s in (0, 16, 32, 48))
+
+
+def _codes(x: np.ndarray) -> np.ndarray:
+    """Bool [..., T] (T <= 64) -> uint64 [...] with bit t set when x[..., t]."""
+    code = np.zeros(x.shape[:-1], dtype=np.uint64)
+    for t in range(x.shape[-1]):  # T column passes beat a reduction over a short axis
+        code |= x[..., t].astype(np.uint64) << np.uint64(t)
+    return code
 
 
 def _batch_runs(x: np.ndarray):
@@ -223,49 +248,64 @@ def _batch_runs(x: np.ndarray):
     return start, end, valid, count
 
 
-def _batch_event_counts(p: np.ndarray, g: np.ndarray):
-    """Event TP/FP/FN for [N, C, T] binary arrays -> three [N, C] int arrays."""
-    n, c, t = p.shape
-    p2, g2 = p.reshape(n * c, t), g.reshape(n * c, t)
-    anyp, anyg = p2.any(axis=1), g2.any(axis=1)
-    npred = np.zeros(n * c, dtype=np.int64)
-    ngt = np.zeros(n * c, dtype=np.int64)
-    tp = np.zeros(n * c, dtype=np.int64)
-    fn = np.zeros(n * c, dtype=np.int64)
-    # rows with events on one side only: all FPs or all FNs, no matching needed
-    rows = np.flatnonzero(anyp | anyg)
-    if rows.size:
-        ps, pe, pv, pc = _batch_runs(p2[rows])
-        gs, ge, gv, gc = _batch_runs(g2[rows])
-        npred[rows], ngt[rows] = pc, gc
-        both = np.flatnonzero((pc > 0) & (gc > 0))
-        if both.size:
-            ps, pe, pv = ps[both], pe[both], pv[both]
-            gs, ge, gv = gs[both], ge[both], gv[both]
-            inter = np.minimum(pe[:, :, None], ge[:, None, :]) - np.maximum(ps[:, :, None], gs[:, None, :])
-            inter = np.maximum(inter, 0)
-            union = (pe - ps)[:, :, None] + (ge - gs)[:, None, :] - inter
-            match = (2 * inter >= union) & pv[:, :, None] & gv[:, None, :]
-            tp[rows[both]] = match.any(axis=2).sum(axis=1)
-            fn[rows[both]] = (gv & ~match.any(axis=1)).sum(axis=1)
-        only_gt = np.flatnonzero(pc == 0)
-        fn[rows[only_gt]] = gc[only_gt]
-    shape = (n, c)
-    return tp.reshape(shape), (npred - tp).reshape(shape), fn.reshape(shape)
+def _match_counts(p: np.ndarray, g: np.ndarray):
+    """TP (matched predicted runs) and FN (unmatched true runs) of rows [M, T]."""
+    ps, pe, pv, _ = _batch_runs(p)
+    gs, ge, gv, _ = _batch_runs(g)
+    inter = np.minimum(pe[:, :, None], ge[:, None, :]) - np.maximum(ps[:, :, None], gs[:, None, :])
+    inter = np.maximum(inter, 0)
+    union = (pe - ps)[:, :, None] + (ge - gs)[:, None, :] - inter
+    match = (2 * inter >= union) & pv[:, :, None] & gv[:, None, :]  # IoU >= 0.5, exact
+    return match.any(axis=2).sum(axis=1), (gv & ~match.any(axis=1)).sum(axis=1)
+
+
+class _Rows:
+    """One modality's [N, C, T] bool matrix with per-row counts (snippets, runs)."""
+
+    def __init__(self, x: np.ndarray):
+        self.x = x
+        n, c, t = x.shape
+        if t <= 64:
+            self.code = _codes(x)                               # [N, C] bitmask
+            self.on = _popcount(self.code)                      # snippets set
+            self.runs = _popcount(self.code & ~(self.code << np.uint64(1)))  # run starts
+        else:  # long rows: the same counts without bitmasks
+            self.code = None
+            self.on = x.sum(axis=2, dtype=np.int64)
+            self.runs = (x & ~np.pad(x, ((0, 0), (0, 0), (1, 0)))[..., :t]).sum(axis=2, dtype=np.int64)
+
+    def __and__(self, other: "_Rows") -> "_Rows":
+        return _Rows(self.x & other.x)
+
+
+def _counts(p: _Rows, g: _Rows):
+    """Segment and event (TP, FP, FN), each three [N, C] int64 arrays."""
+    if p.code is not None:
+        seg_tp = _popcount(p.code & g.code)
+        same = p.code == g.code
+    else:
+        seg_tp = (p.x & g.x).sum(axis=2, dtype=np.int64)
+        same = (p.x == g.x).all(axis=2)
+    seg = (seg_tp, p.on - seg_tp, g.on - seg_tp)
+    # events: identical rows match every run; rows with runs on one side only are
+    # all FPs or all FNs; only rows with different runs on both sides need matching
+    tp = np.where(same, p.runs, 0)
+    fn = np.where(p.runs == 0, g.runs, 0)
+    idx = np.nonzero((p.runs > 0) & (g.runs > 0) & ~same)
+    if idx[0].size:
+        tp[idx], fn[idx] = _match_counts(p.x[idx], g.x[idx])
+    return seg, (tp, p.runs - tp, fn)
 
 
 def per_video_scores(pred_a, pred_v, gt_a, gt_v) -> dict[str, np.ndarray]:
     """``video_scores`` for every video of binary ``[N, C, T]`` arrays, vectorised:
     a dict of the same keys mapping to float64 ``[N]`` arrays."""
-    pa, pv, ga, gv = _inputs(pred_a, pred_v, gt_a, gt_v, 3)
-    pav, gav = pa & pv, ga & gv
+    pa, pv, ga, gv = (_Rows(x) for x in _inputs(pred_a, pred_v, gt_a, gt_v, 3))
     out = {}
     seg, evt = {}, {}
-    for m, p, g in (("a", pa, ga), ("v", pv, gv), ("av", pav, gav)):
-        tp = (p & g).sum(axis=2, dtype=np.int64)
-        seg[m] = (tp, p.sum(axis=2, dtype=np.int64) - tp, g.sum(axis=2, dtype=np.int64) - tp)
+    for m, p, g in (("a", pa, ga), ("v", pv, gv), ("av", pa & pv, ga & gv)):
+        seg[m], evt[m] = _counts(p, g)
         out[f"seg_{m}"] = _mean_f1_batch(*seg[m])
-        evt[m] = _batch_event_counts(p, g)
         out[f"evt_{m}"] = _mean_f1_batch(*evt[m])
     out["seg_event"] = _mean_f1_batch(*(x + y for x, y in zip(seg["a"], seg["v"])))
     out["evt_event"] = _mean_f1_batch(*(x + y for x, y in zip(evt["a"], evt["v"])))

@@ -206,12 +206,24 @@ def test_batch_equals_original_and_loop():
 def test_batch_equals_loop_random_shapes():
     # other C and T than the paper's, sparse runs, ints as input
     rng = np.random.default_rng(7)
-    for c, t in ((3, 1), (4, 7), (25, 10), (5, 16)):
+    # T > 64 takes the path without bitmasks
+    for c, t in ((3, 1), (4, 7), (25, 10), (5, 16), (2, 64), (3, 70)):
         arrs = [(rng.random((40, c, t)) < rng.uniform(0.05, 0.6)).astype(np.int64) for _ in range(4)]
         arrs[1][:10] = 0
         arrs[2][5:15] = 0
+        arrs[0][20:30] = arrs[2][20:30]  # identical prediction and truth rows
         per = M.per_video_scores(*arrs)
         for n in range(40):
             v = M.video_scores(*(a[n] for a in arrs))
             for k in M.VIDEO_KEYS:
                 assert per[k][n] == pytest.approx(v[k], abs=1e-12), (c, t, n, k)
+
+
+def test_popcount_fallback_without_bitwise_count(monkeypatch):
+    # numpy < 2.0 has no bitwise_count: the lookup-table path must agree
+    x = np.random.default_rng(3).integers(0, 2**63, 500, dtype=np.uint64)
+    x[:3] = [0, 2**64 - 1, 1 << 63]
+    want = np.array([bin(int(v)).count("1") for v in x])
+    if hasattr(np, "bitwise_count"):
+        monkeypatch.delattr(np, "bitwise_count")
+    np.testing.assert_array_equal(M._popcount(x), want)
