@@ -260,8 +260,11 @@ class SynthScene:
                 draw_sprite(img, sp, t, index)
         n = self.config.frame_noise
         if n:
+            # random bytes mapped onto -n..n (a table lookup is 3x cheaper than integers())
             rng = np.random.default_rng([*self.key, 3, index])
-            img = np.clip(img.astype(np.int16) + rng.integers(-n, n + 1, img.shape, dtype=np.int16), 0, 255).astype(np.uint8)
+            lut = (np.arange(256, dtype=np.int16) % (2 * n + 1)) - n
+            raw = np.frombuffer(rng.bytes(img.size), np.uint8).reshape(img.shape)
+            img = np.clip(img.astype(np.int16) + lut[raw], 0, 255).astype(np.uint8)
         return img
 
     def ground_truth(self) -> list[TrueEvent]:
