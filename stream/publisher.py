@@ -1,0 +1,408 @@
+"""Publishing events over ZeroMQ: the runtime's sink.
+
+A :class:`Publisher` is a sink of the live runtime (``emit(event)``,
+``stats(d)``, ``close(reason)``). It owns
+
+- an XPUB socket (a PUB that also sees subscriptions) bound to
+  ``tcp://127.0.0.1:5556`` by default, sending two-frame messages
+  (topic, JSON body; see stream/wire.py) with a session id and a sequence
+  number strictly increasing over every message of the session;
+- a heartbeat every ``heartbeat_interval`` seconds (and one right after a new
+  subscription arrives, so a subscriber's handshake does not wait a second);
+- a ROUTER snapshot service (the ZeroMQ guide's Clone pattern) bound to
+  ``tcp://127.0.0.1:5557``: a request is answered with the events open now and
+  the sequence number to continue from;
+- optionally CURVE on both sockets, with an allow-list of client public keys
+  enforced by ``zmq.auth`` (a client not on the list completes no handshake
+  and receives nothing);
+- optionally a JSON-lines event log, one line per onset/offset (the wire body
+  itself), flushed as each line is written.
+
+``emit`` never blocks on the network: it numbers and logs the message under a
+lock and queues it; one background thread owns the sockets (ZeroMQ sockets are
+not thread-safe) and sends with ``NOBLOCK``. A slow or gone subscriber costs
+only its own messages: past ``SNDHWM`` queued messages the XPUB socket drops
+them for that subscriber, which sees a seq gap.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+import socket as _socket
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from avparse.core.events import Event
+from avparse.stream import wire
+
+DEFAULT_PUB = "tcp://127.0.0.1:5556"
+DEFAULT_SNAPSHOT = "tcp://127.0.0.1:5557"
+
+
+class PublisherError(RuntimeError):
+    """The publisher cannot start (busy port, bad endpoint, bad key files)."""
+
+
+@dataclass(frozen=True)
+class PublisherConfig:
+    pub: str = DEFAULT_PUB               # endpoint the XPUB socket binds (loopback by default)
+    snapshot: str | None = DEFAULT_SNAPSHOT  # endpoint of the snapshot ROUTER; None: no snapshot service
+    name: str | None = None              # stable publisher name on the wire; None: "<host>/<pub endpoint>"
+    heartbeat_interval: float = 1.0      # seconds between heartbeats
+    sndhwm: int = 10000                  # messages queued per subscriber before ZeroMQ drops for it
+    linger_ms: int = 500                 # how long close() may spend flushing queued messages
+    log_path: str | None = None          # JSON-lines event log (appended); None: no log
+    fsync: bool = False                  # also fsync the log after every event (slower, survives power loss)
+    curve_secret_key: str | None = None  # server key file with the secret key (from `avparse keys`): enables CURVE
+    curve_allow_dir: str | None = None   # folder of allowed client public keys (*.key); None with CURVE: any client
+    max_request: int = wire.MAX_REQUEST  # bytes: larger snapshot requests make ZeroMQ drop the peer
+
+
+def _sanitize_name(s: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.:/@\[\]-]", "_", s)[:128] or "avparse"
+
+
+def _bind(sock, endpoint: str, what: str) -> str:
+    import zmq
+
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as e:
+        if e.errno == errno.EADDRINUSE:
+            raise PublisherError(
+                f"cannot bind the {what} socket to {endpoint}: the address is in use "
+                f"(another avparse run?); choose a free port") from None
+        raise PublisherError(f"cannot bind the {what} socket to {endpoint}: {e.strerror}") from None
+    return sock.getsockopt(zmq.LAST_ENDPOINT).decode()
+
+
+class Publisher:
+    """Event sink publishing over ZeroMQ. Use as a context manager or call open()/close()."""
+
+    def __init__(self, config: PublisherConfig = PublisherConfig(), *, context=None, clock=time.time):
+        self.config = config
+        self._clock = clock
+        self._ctx_given = context
+        self._ctx = None
+        self._auth = None
+        self._xpub = self._router = None
+        self.session = uuid.uuid4().hex
+        self.name = _sanitize_name(config.name) if config.name else None
+        self.pub_endpoint = self.snapshot_endpoint = None
+        self._lock = threading.Lock()
+        self._queue: deque[tuple[bytes, bytes]] = deque()
+        self._seq = 0
+        self._tseq: dict[bytes, int] = {}                 # topic -> last tseq
+        self._open: dict[tuple, tuple[Event, bytes, bytes]] = {}  # event key -> (onset, topic, body)
+        self._last_media: dict[str, float] = {}           # stream -> latest media time seen
+        self._log = None
+        self._thread = None
+        self._stopping = threading.Event()
+        self._wake_r = self._wake_w = None
+        self._hb_due = 0.0
+        self.counters = dict(published=0, events=0, heartbeats=0, stats=0, snapshots=0,
+                             bad_requests=0, encode_errors=0, send_dropped=0)
+        self._closed = False
+        self._drop = 0  # see drop_next()
+
+    # -- lifecycle --------------------------------------------------------
+    def open(self) -> "Publisher":
+        import zmq
+
+        cfg = self.config
+        self._ctx = self._ctx_given or zmq.Context()
+        try:
+            server_keys = self._load_curve() if cfg.curve_secret_key else None
+            self._xpub = self._ctx.socket(zmq.XPUB)
+            self._xpub.setsockopt(zmq.SNDHWM, cfg.sndhwm)
+            self._xpub.setsockopt(zmq.LINGER, cfg.linger_ms)
+            self._xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self._xpub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscriptions only
+            if server_keys:
+                self._curve(self._xpub, server_keys)
+            self.pub_endpoint = _bind(self._xpub, cfg.pub, "event (PUB)")
+            if cfg.snapshot:
+                self._router = self._ctx.socket(zmq.ROUTER)
+                self._router.setsockopt(zmq.LINGER, 0)
+                self._router.setsockopt(zmq.SNDHWM, 100)
+                self._router.setsockopt(zmq.MAXMSGSIZE, cfg.max_request)
+                if server_keys:
+                    self._curve(self._router, server_keys)
+                self.snapshot_endpoint = _bind(self._router, cfg.snapshot, "snapshot (ROUTER)")
+            if self.name is None:
+                self.name = _sanitize_name(f"{_socket.gethostname()}/{self.pub_endpoint}")
+            if cfg.log_path:
+                p = Path(cfg.log_path)
+                if p.parent and not p.parent.is_dir():
+                    raise PublisherError(f"cannot write the event log {p}: folder {p.parent} does not exist")
+                self._log = open(p, "a", encoding="utf-8")
+        except BaseException:
+            self._teardown()
+            raise
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._hb_due = time.monotonic() + cfg.heartbeat_interval
+        self._thread = threading.Thread(target=self._loop, name="avparse-publisher", daemon=True)
+        self._thread.start()
+        return self
+
+    def __enter__(self):
+        return self.open()
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _load_curve(self):
+        import zmq
+        import zmq.auth
+        from zmq.auth.thread import ThreadAuthenticator
+
+        cfg = self.config
+        path = Path(cfg.curve_secret_key)
+        if not path.is_file():
+            raise PublisherError(f"CURVE server key file {path} not found (make one with `avparse keys DIR --name server`)")
+        try:
+            public, secret = zmq.auth.load_certificate(str(path))
+        except (ValueError, OSError) as e:
+            raise PublisherError(f"CURVE server key file {path} is not a key file: {e}") from None
+        if not secret:
+            raise PublisherError(f"CURVE server key file {path} has no secret key (use the .key_secret file)")
+        self._auth = ThreadAuthenticator(self._ctx)
+        self._auth.start()
+        if cfg.curve_allow_dir:
+            d = Path(cfg.curve_allow_dir)
+            if not d.is_dir() or not any(d.glob("*.key")):
+                raise PublisherError(f"CURVE allow-list folder {d} has no *.key public key files")
+            self._auth.configure_curve(domain="*", location=str(d))
+        else:
+            self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
+        return public, secret
+
+    @staticmethod
+    def _curve(sock, keys):
+        public, secret = keys
+        sock.curve_secretkey = secret
+        sock.curve_publickey = public
+        sock.curve_server = True
+
+    def close(self, reason: str = "stopped") -> None:
+        """Close open events with an offset saying ``reason``, flush, close sockets and log."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            with self._lock:
+                for key, (onset, _, _) in list(self._open.items()):
+                    t = max(self._last_media.get(onset.stream, onset.media_time), onset.media_time)
+                    self._publish_event_locked(Event(
+                        kind="offset", stream=onset.stream, label=onset.label, modality=onset.modality,
+                        media_time=t, score=onset.score, decided_at=t, reason=reason,
+                        onset_time=onset.media_time))
+                self._enqueue_heartbeat_locked()
+            self._stopping.set()
+            self._wake()
+            self._thread.join(timeout=5.0)
+        self._teardown()
+
+    def _teardown(self):
+        for s in (self._xpub, self._router):
+            if s is not None:
+                s.close()
+        self._xpub = self._router = None
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        if self._ctx is not None and self._ctx_given is None:
+            self._ctx.term()
+        self._ctx = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        for fd in (self._wake_r, self._wake_w):
+            if fd is not None:
+                os.close(fd)
+        self._wake_r = self._wake_w = None
+
+    # -- the sink API -------------------------------------------------------
+    def emit(self, event: Event) -> None:
+        """Publish an onset or offset (numbered, logged, queued; never blocks on subscribers)."""
+        if self._closed or self._thread is None:
+            raise PublisherError("publisher is not open")
+        with self._lock:
+            self._publish_event_locked(event)
+        self._wake()
+
+    def stats(self, d: dict) -> None:
+        """Publish the runtime's figures on the stats topic."""
+        if self._closed or self._thread is None:
+            return
+        with self._lock:
+            seq, tseq = self._next(wire.topic("stats"))
+            try:
+                frames = wire.encode_stats(d, publisher=self.name, session=self.session, seq=seq,
+                                           tseq=tseq, wall_time=self._clock())
+            except wire.WireError:
+                self._seq -= 1
+                self._tseq[wire.topic("stats")] -= 1
+                self.counters["encode_errors"] += 1
+                return
+            self._queue_locked(frames)
+            self.counters["stats"] += 1
+        self._wake()
+
+    def drop_next(self, n: int = 1) -> None:
+        """Fault injection for tests: the next ``n`` messages are numbered (and events
+        logged) but never sent, as if the network lost them."""
+        with self._lock:
+            self._drop += n
+
+    @property
+    def seq(self) -> int:
+        return self._seq
+
+    @property
+    def open_events(self) -> list[Event]:
+        with self._lock:
+            return [e for e, _, _ in self._open.values()]
+
+    # -- internals (callers hold self._lock) ----------------------------------
+    def _next(self, topic: bytes) -> tuple[int, int]:
+        self._seq += 1
+        t = self._tseq.get(topic, 0) + 1
+        self._tseq[topic] = t
+        return self._seq, t
+
+    def _publish_event_locked(self, event: Event) -> None:
+        topic = wire.topic(event.kind, event.stream)
+        seq, tseq = self._next(topic)
+        _, body = wire.encode_event(event, publisher=self.name, session=self.session, seq=seq,
+                                    tseq=tseq, wall_time=self._clock())
+        if event.kind == "onset":
+            self._open[event.key] = (event, topic, body)
+        else:
+            self._open.pop(event.key, None)
+        self._last_media[event.stream] = max(self._last_media.get(event.stream, event.media_time),
+                                             event.media_time, event.decided_at)
+        if self._log is not None:
+            self._log.write(body.decode("utf-8") + "\n")
+            self._log.flush()
+            if self.config.fsync:
+                os.fsync(self._log.fileno())
+        self._queue_locked((topic, body))
+        self.counters["events"] += 1
+
+    def _enqueue_heartbeat_locked(self) -> None:
+        t = wire.topic("heartbeat")
+        seq, tseq = self._next(t)
+        counts = {k: n for k, n in self._tseq.items() if k.split(b".")[1] in (b"onset", b"offset")}
+        self._queue_locked(wire.encode_heartbeat(publisher=self.name, session=self.session, seq=seq,
+                                                 tseq=tseq, wall_time=self._clock(), topics=counts))
+        self.counters["heartbeats"] += 1
+
+    def _queue_locked(self, frames) -> None:
+        if self._drop > 0:
+            self._drop -= 1
+            return
+        self._queue.append(frames)
+
+    def _wake(self):
+        try:
+            os.write(self._wake_w, b"\0")
+        except (BlockingIOError, OSError, TypeError):
+            pass  # pipe full (a wake-up is already pending) or closed
+
+    # -- the socket thread ------------------------------------------------------
+    def _loop(self):
+        import zmq
+
+        poller = zmq.Poller()
+        poller.register(self._xpub, zmq.POLLIN)
+        poller.register(self._wake_r, zmq.POLLIN)
+        if self._router is not None:
+            poller.register(self._router, zmq.POLLIN)
+        interval = self.config.heartbeat_interval
+        while True:
+            timeout = max(0.0, self._hb_due - time.monotonic())
+            events = dict(poller.poll(timeout * 1000))
+            if self._wake_r in events:
+                try:
+                    while os.read(self._wake_r, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+            if self._xpub in events:
+                self._read_subscriptions(zmq)
+            if self._router is not None and self._router in events:
+                self._serve_snapshots(zmq)
+            now = time.monotonic()
+            if now >= self._hb_due and not self._stopping.is_set():
+                with self._lock:
+                    self._enqueue_heartbeat_locked()
+                self._hb_due = now + interval
+            self._drain(zmq)
+            if self._stopping.is_set():
+                self._drain(zmq)
+                return
+
+    def _drain(self, zmq):
+        while True:
+            with self._lock:
+                if not self._queue:
+                    return
+                frames = self._queue.popleft()
+            try:
+                self._xpub.send_multipart(frames, flags=zmq.NOBLOCK)
+                self.counters["published"] += 1
+            except zmq.Again:
+                self.counters["send_dropped"] += 1
+
+    def _read_subscriptions(self, zmq):
+        while True:
+            try:
+                frame = self._xpub.recv(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if frame[:1] == b"\x01":
+                # A new subscriber: send a heartbeat soon so its handshake can proceed
+                # (rate-limited, so a flood of subscriptions is no flood of heartbeats).
+                self._hb_due = min(self._hb_due, time.monotonic() + 0.02)
+
+    def _serve_snapshots(self, zmq):
+        for _ in range(100):  # bounded per wake-up
+            try:
+                frames = self._router.recv_multipart(flags=zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            if len(frames) < 2:
+                continue
+            envelope, rest = [frames[0]], frames[1:]
+            if rest[0] == b"" and len(rest) > 1:  # REQ client: keep the empty delimiter
+                envelope, rest = envelope + [b""], rest[1:]
+            try:
+                streams = wire.decode_snapshot_request(rest)
+            except wire.WireError as e:
+                self.counters["bad_requests"] += 1
+                reply = wire.encode_snapshot_error(str(e))
+            else:
+                with self._lock:
+                    reply = []
+                    count = 0
+                    for ev, topic, body in self._open.values():
+                        if not streams or ev.stream in streams:
+                            reply += [topic, body]
+                            count += 1
+                    counts = {k: n for k, n in self._tseq.items() if k.split(b".")[1] in (b"onset", b"offset")}
+                    reply += wire.encode_snapshot_end(publisher=self.name, session=self.session,
+                                                      seq=self._seq, count=count, topics=counts)
+                self.counters["snapshots"] += 1
+            try:
+                self._router.send_multipart(envelope + reply, flags=zmq.NOBLOCK)
+            except zmq.ZMQError:
+                pass  # the peer is gone or not keeping up: it can ask again
