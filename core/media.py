@@ -390,9 +390,9 @@ def iter_av(path, *, sample_rate: int, block: int, fps: float | None = None, siz
     """Audio and video of one file, decoded together, in media-time order.
 
     Yields ``("audio", t, float32 mono [<= block])`` and ``("video", t, uint8
-    RGB [H, W, 3])``. An audio block is yielded before any frame whose time
-    is at or after the block's start, so a consumer sees time advance
-    monotonically per kind and almost monotonically overall. A file without
+    RGB [H, W, 3])`` in capture order: an audio block when its last sample is
+    in (``t + len / sample_rate``), a frame at its pts, so the order is the
+    one a live camera and microphone would deliver. A file without
     audio (or without video) yields only the other kind; a file with neither
     raises MediaError.
     """
@@ -403,7 +403,7 @@ def iter_av(path, *, sample_rate: int, block: int, fps: float | None = None, siz
         a = next(audio, None)
         v = next(video, None)
         while a is not None or v is not None:
-            if v is None or (a is not None and a[0] <= v[0]):
+            if v is None or (a is not None and a[0] + len(a[1]) / sample_rate <= v[0]):
                 yield "audio", a[0], a[1]
                 a = next(audio, None)
             else:

@@ -1,0 +1,119 @@
+"""What every source shares: the injected clock, errors, and stop handling.
+
+Sources are adapters (they talk to devices, sockets and subprocesses), so
+they may block and sleep, but they never read the wall clock directly: a
+clock object is handed in. ``SystemClock`` is the real one; ``SimClock``
+is a virtual clock whose ``sleep`` only advances its time, so a paced source
+can be replayed instantly in tests and still see the same time stamps.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Callable, Protocol
+
+log = logging.getLogger("avparse.stream.sources")
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Seconds on a monotonic time line (the runtime's clock)."""
+
+    def sleep(self, seconds: float) -> None:
+        """Wait ``seconds`` on this clock (returns at once for <= 0)."""
+
+
+class SystemClock:
+    """The real clock: time.monotonic and time.sleep."""
+
+    def now(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class SimClock:
+    """A virtual clock: ``sleep`` advances ``now`` without waiting."""
+
+    def __init__(self, start: float = 0.0):
+        self.t = float(start)
+        self._lock = threading.Lock()
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            with self._lock:
+                self.t += seconds
+
+
+class SourceError(Exception):
+    """A source cannot start (missing device, bad spec, unreachable URL).
+    The message is one line: what failed, what exists or what to do."""
+
+
+class CameraError(SourceError):
+    pass
+
+
+class MicrophoneError(SourceError):
+    pass
+
+
+Notify = Callable[[str], None]
+
+
+def default_notify(message: str) -> None:
+    log.warning("%s", message)
+
+
+class StopFlag:
+    """Set from any thread by ``close()``; checked by ``read()`` loops. Its
+    ``wait(clock, seconds)`` sleeps on the clock in short steps so that a
+    stop request interrupts a long back-off."""
+
+    def __init__(self):
+        self._e = threading.Event()
+
+    def set(self) -> None:
+        self._e.set()
+
+    def clear(self) -> None:
+        self._e.clear()
+
+    def __bool__(self) -> bool:
+        return self._e.is_set()
+
+    def wait(self, clock: Clock, seconds: float, step: float = 0.05) -> bool:
+        """Sleep ``seconds`` on ``clock``; return True if stopped meanwhile."""
+        end = clock.now() + seconds
+        while not self._e.is_set():
+            left = end - clock.now()
+            if left <= 0:
+                return False
+            clock.sleep(min(step, left))
+        return True
+
+
+class Pacer:
+    """Releases items at ``start + media_time`` on the clock (real-time replay).
+    The first item fixes ``start``; ``wait(t)`` sleeps until media time t is due."""
+
+    def __init__(self, clock: Clock, stop: StopFlag, speed: float = 1.0):
+        if speed <= 0:
+            raise ValueError(f"speed must be positive, got {speed}")
+        self.clock, self.stop, self.speed = clock, stop, speed
+        self.start: float | None = None
+        self.t0 = 0.0
+
+    def wait(self, t: float) -> None:
+        if self.start is None:
+            self.start, self.t0 = self.clock.now(), t
+            return
+        due = self.start + (t - self.t0) / self.speed
+        self.stop.wait(self.clock, due - self.clock.now())
