@@ -15,6 +15,7 @@ size unless ``--quick``), eval mode, eager, random features of windows of
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from dataclasses import dataclass, replace
@@ -55,6 +56,15 @@ def _median_ms(fn, repeats: int, warmup: int = 0) -> float:
     return 1000 * statistics.median(times)
 
 
+def _load() -> str:
+    """The machine's load, printed with the figures: shared machines give noisy timings."""
+    try:
+        one, five, _ = os.getloadavg()
+    except OSError:
+        return "load average unknown"
+    return f"load average {one:.1f}/{five:.1f} (1/5 min) on {os.cpu_count()} CPUs"
+
+
 def _find_llp(cfg: BenchCoreConfig) -> Path:
     cands = [cfg.llp_dir] if cfg.llp_dir is not None else [Path("../shared/llp"), _REPO_SHARED_LLP]
     for d in cands:
@@ -88,7 +98,7 @@ def bench_metrics(cfg: BenchCoreConfig) -> None:
         how = f"random snippets, density {cfg.flip}"
     n, c, t = gt_a.shape
     print(f"metrics  LLP test annotations from {d}: {n} videos x {c} classes x {t} snippets; "
-          f"predictions: {how} (seed {cfg.seed})")
+          f"predictions: {how} (seed {cfg.seed}); {_load()}")
 
     def loop():
         return M.summarize([M.video_scores(pa[i], pv[i], gt_a[i], gt_v[i]) for i in range(n)])
@@ -124,7 +134,7 @@ def bench_han(cfg: BenchCoreConfig) -> None:
     model = build_han(hc, device=cfg.device).eval()
     dev = torch.device(cfg.device)
     print(f"HAN      {size}, eager, {cfg.device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads, T={cfg.snippets} snippets per window")
+          f"{torch.get_num_threads()} CPU threads, T={cfg.snippets} snippets per window; {_load()}")
     g = torch.Generator().manual_seed(cfg.seed)
     t, f = cfg.snippets, hc.frames_per_snippet
     for b in cfg.batches:
