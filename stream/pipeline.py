@@ -1,0 +1,468 @@
+"""The live runtime: sources -> assembler -> batched inference -> tracker -> sinks.
+
+Two layers:
+
+- :class:`Pipeline` wires the stages for any number of streams, with no
+  threads and no clock of its own: ``feed(chunk, now)``, ``poll(now)``,
+  ``end_stream(name, reason, now)``, ``stop(reason, now)`` each return the
+  events they caused. Offline parsing (``avparse.stream.offline``) drives it
+  straight from a file source as fast as the machine goes.
+- :class:`Runtime` runs one thread per source, each putting chunks on one
+  queue, and a loop (in the caller's thread) that takes chunks off the queue
+  and drives the Pipeline, waking for the inference batch deadline and the
+  stats interval on the injected clock. Events go to the sinks as they are
+  decided; stats (per-stage timings, queue depth, drops, faults) go to the
+  sinks every ``stats_interval`` seconds and at the end.
+
+A stream is every source that shares one ``name`` (a camera and a microphone,
+or one file). Its audio is the master clock; a stream whose only audio source
+ends or fails is closed (offsets with reason "end-of-stream" or
+"source-lost"); a failing video-only source is reported and the stream goes
+on with black frames.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from dataclasses import dataclass, field, replace
+from typing import Callable, Optional, Sequence
+
+from avparse.core.events import Event
+
+from .assembler import AssemblerConfig, SnippetAssembler
+from .inference import Inference, InferenceConfig
+from .tracker import Tracker, TrackerConfig
+from .types import AudioChunk, EndOfStream, VideoFrame
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    assembler: AssemblerConfig = field(default_factory=AssemblerConfig)   # snippet grid and alignment
+    inference: InferenceConfig = field(default_factory=InferenceConfig)   # batching, window, lookahead
+    tracker: TrackerConfig = field(default_factory=TrackerConfig)         # thresholds, durations, gate
+    queue_size: int = 512          # chunks of all sources queued at most
+    drop_when_full: bool = False   # True: a full queue drops the chunk (live capture must not block);
+                                   # False: the source thread waits (files and scenes: no loss)
+    stats_interval: float = 1.0    # seconds of runtime clock between stats sent to the sinks
+
+    def __post_init__(self):
+        a, i, t = self.assembler, self.inference, self.tracker
+        if not (abs(a.hop - i.hop) < 1e-9 and abs(a.hop - t.hop) < 1e-9):
+            raise ValueError(f"hop differs between stages: assembler {a.hop}, inference {i.hop}, tracker {t.hop}")
+        if not (a.snippet_seconds == i.snippet_seconds == t.snippet_seconds):
+            raise ValueError("snippet_seconds differs between stages")
+
+
+def pipeline_config(*, profile=None, hop: float = 1.0, window: int = 10, lookahead: int = 0,
+                    max_batch: int = 16, max_wait: float = 0.05, device: str = "cpu", backend: str = "eager",
+                    tracker: TrackerConfig | None = None, assembler: AssemblerConfig | None = None,
+                    **runtime) -> PipelineConfig:
+    """A consistent PipelineConfig: the profile's snippet contract and one hop for every stage."""
+    sr = profile.sample_rate if profile else AssemblerConfig.sample_rate
+    secs = profile.snippet_seconds if profile else 1.0
+    fps = profile.frames_per_snippet if profile else AssemblerConfig.frames_per_snippet
+    size = (profile.frame_size, profile.frame_size) if profile else AssemblerConfig.blank_size
+    asm = replace(assembler or AssemblerConfig(), sample_rate=sr, snippet_seconds=secs,
+                  frames_per_snippet=fps, hop=hop, blank_size=size)
+    inf = InferenceConfig(window=window, lookahead=lookahead, hop=hop, snippet_seconds=secs,
+                          max_batch=max_batch, max_wait=max_wait, device=device, backend=backend)
+    trk = replace(tracker or TrackerConfig(), hop=hop, snippet_seconds=secs)
+    return PipelineConfig(assembler=asm, inference=inf, tracker=trk, **runtime)
+
+
+class _Timing:
+    __slots__ = ("seconds", "calls")
+
+    def __init__(self):
+        self.seconds = 0.0
+        self.calls = 0
+
+
+class Pipeline:
+    """The stages of every stream, driven synchronously. No threads, no clock of its own."""
+
+    def __init__(self, config: PipelineConfig, model, extractor, *, classes: Sequence[str],
+                 timer: Optional[Callable[[], float]] = None):
+        self.config = config
+        self.classes = tuple(classes)
+        self.timer = timer
+        self.inference = Inference(config.inference, model, extractor, timer=timer)
+        self.tracker = Tracker(config.tracker, classes=self.classes)
+        self.assemblers: dict[str, SnippetAssembler] = {}
+        self._video: dict[str, bool] = {}
+        self._timing = {k: _Timing() for k in ("assembler", "inference", "tracker")}
+        self.events = 0
+        self.snippets = 0
+        self._ended_counters: dict[str, dict] = {}  # assembler counters of streams that ended
+
+    def add_stream(self, name: str, *, video: bool = True, wait_for_video: bool = False) -> None:
+        """``wait_for_video``: no bound on the wait for frames (replays on a virtual clock, where a
+        camera thread may fall behind a microphone thread by any amount of media time)."""
+        if name not in self.assemblers:
+            cfg = replace(self.config.assembler, video=video)
+            if wait_for_video:
+                cfg = replace(cfg, late_tolerance=float("inf"))
+            self.assemblers[name] = SnippetAssembler(cfg, stream=name)
+
+    def _t(self) -> float:
+        return self.timer() if self.timer else 0.0
+
+    def _timed(self, stage: str, fn, *args, **kw):
+        t = self._t()
+        out = fn(*args, **kw)
+        tm = self._timing[stage]
+        tm.seconds += self._t() - t
+        tm.calls += 1
+        return out
+
+    # ---------------------------------------------------------------- driving
+    def feed(self, chunk, now: float = 0.0) -> list[Event]:
+        if isinstance(chunk, EndOfStream):
+            return self.end_stream(chunk.stream, chunk.reason, now)
+        if chunk.stream not in self.assemblers:
+            self.add_stream(chunk.stream)
+        snippets = self._timed("assembler", self.assemblers[chunk.stream].push, chunk)
+        return self._snippets(snippets, now)
+
+    def end_video(self, stream: str, now: float = 0.0) -> list[Event]:
+        asm = self.assemblers.get(stream)
+        return self._snippets(asm.end_video(), now) if asm else []
+
+    def _snippets(self, snippets, now: float) -> list[Event]:
+        probs = []
+        for s in snippets:
+            s.wall_time = now
+            self.snippets += 1
+            probs += self._timed("inference", self.inference.push, s, now=now)
+        return self._track(probs, now)
+
+    def _track(self, probs, now: float) -> list[Event]:
+        out = []
+        for p in probs:
+            p.wall_time = now
+            out += self._timed("tracker", self.tracker.push, p)
+        self.events += len(out)
+        return out
+
+    def poll(self, now: float) -> list[Event]:
+        return self._track(self._timed("inference", self.inference.poll, now), now)
+
+    def deadline(self) -> float | None:
+        return self.inference.deadline()
+
+    def end_stream(self, stream: str, reason: str = "end-of-stream", now: float = 0.0) -> list[Event]:
+        """The stream ended (or was lost): its last snippets, their predictions, offsets for open events."""
+        out = []
+        asm = self.assemblers.pop(stream, None)
+        if asm is not None:
+            snippets = self._timed("assembler", asm.flush)
+            out += self._snippets(snippets, now)
+            self._ended_counters[stream] = asm.stats()
+        out += self._track(self._timed("inference", self.inference.flush, stream), now)
+        closed = self.tracker.flush(reason, stream=stream)
+        self.events += len(closed)
+        return out + closed
+
+    def stop(self, reason: str = "stopped", now: float = 0.0) -> list[Event]:
+        out = []
+        for name in list(self.assemblers):
+            out += self.end_stream(name, reason, now)
+        return out
+
+    def stats(self) -> dict:
+        streams = dict(self._ended_counters)
+        streams.update({n: a.stats() for n, a in self.assemblers.items()})
+        return {
+            "stages": {k: {"seconds": round(v.seconds, 6), "calls": v.calls} for k, v in self._timing.items()},
+            "inference": self.inference.stats(),
+            "streams": streams,
+            "snippets": self.snippets,
+            "events": self.events,
+        }
+
+
+# --------------------------------------------------------------------- clocks
+class RealClock:
+    """Monotonic seconds since the runtime started."""
+
+    def __init__(self):
+        self._t0 = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+
+class VirtualClock:
+    """A clock that follows the media: the runtime advances it to the newest media time it has
+    consumed, so a file or scene replayed as fast as possible sees the same batch deadlines as
+    one replayed in real time."""
+
+    def __init__(self, start: float = 0.0):
+        self._t = start
+
+    def now(self) -> float:
+        return self._t
+
+    def advance(self, t: float) -> None:
+        if t > self._t:
+            self._t = t
+
+
+def source_kinds(source) -> frozenset:
+    """What a source yields: its ``kinds`` attribute, else guessed from its type."""
+    kinds = getattr(source, "kinds", None)
+    if kinds:
+        return frozenset(kinds)
+    name = type(source).__name__.lower()
+    if "microphone" in name or "audio" in name:
+        return frozenset({"audio"})
+    if "camera" in name:
+        return frozenset({"video"})
+    return frozenset({"audio", "video"})
+
+
+def _classes_of(model, classes):
+    if classes is not None:
+        return tuple(classes)
+    n = getattr(getattr(model, "config", None), "num_classes", None)
+    from avparse.core.labels import LLP_CLASSES
+
+    if n is None or n == len(LLP_CLASSES):
+        return tuple(LLP_CLASSES)
+    return tuple(f"class{i}" for i in range(n))
+
+
+class EventLog:
+    """A sink that keeps every event and the last stats (tests, parse, small tools)."""
+
+    def __init__(self):
+        self.events: list[Event] = []
+        self.last_stats: dict = {}
+        self.stats_count = 0
+
+    def emit(self, event: Event) -> None:
+        self.events.append(event)
+
+    def stats(self, d: dict) -> None:
+        self.last_stats = d
+        self.stats_count += 1
+
+
+class Runtime:
+    """Several streams in one process: one thread per source, one loop driving the stages.
+
+    ``model`` is a HAN (or a LoadedModel, whose ``.model`` and ``.classes`` are used);
+    ``extractor`` the profile's extractor; ``sources`` objects with ``name``, ``open()``,
+    ``read()`` (an iterator of chunks) and ``close()``. ``clock``: a RealClock (default)
+    or a VirtualClock (as-fast-as-possible replay).
+    """
+
+    def __init__(self, config: PipelineConfig, model, extractor, sources, *, clock=None,
+                 classes: Sequence[str] | None = None):
+        if hasattr(model, "model") and hasattr(model, "classes"):
+            classes = classes if classes is not None else model.classes
+            model = model.model
+        self.config = config
+        self.clock = clock or RealClock()
+        self.sources = list(sources)
+        names = [getattr(s, "name", None) for s in self.sources]
+        if not self.sources or any(not n for n in names):
+            raise ValueError("every source needs a stream name, and there must be at least one source")
+        self.classes = _classes_of(model, classes)
+        self.pipeline = Pipeline(config, model, extractor, classes=self.classes, timer=time.perf_counter)
+        self.sinks: list = []
+        self._q: queue.Queue = queue.Queue(maxsize=config.queue_size)
+        self._stop = threading.Event()
+        self._stop_reason = "stopped"
+        self._threads: list[threading.Thread] = []
+        self._kinds = [source_kinds(s) for s in self.sources]
+        self._live = set(range(len(self.sources)))
+        self._stream_live: dict[str, set] = {}
+        self.faults: list[str] = []
+        self._audio_end: dict[str, float] = {}   # stream -> media time of the end of its newest audio
+        self._audio_done: dict[str, float] = {}  # stream -> audio end, once its audio source ended cleanly
+        self.sink_errors = 0
+        self.queue_drops: dict[str, int] = {}
+        self.max_depth = 0
+        self._started = False
+        self._running = False
+
+    def add_sink(self, sink) -> None:
+        self.sinks.append(sink)
+
+    # ------------------------------------------------------------- lifecycle
+    def start(self) -> None:
+        """Open every source (errors surface here, before any thread) and start their threads."""
+        opened = []
+        try:
+            for s in self.sources:
+                s.open()
+                opened.append(s)
+        except BaseException:
+            for s in opened:
+                _quiet_close(s)
+            raise
+        for i, (s, kinds) in enumerate(zip(self.sources, self._kinds)):
+            self._stream_live.setdefault(s.name, set()).add(i)
+        for name, idx in self._stream_live.items():
+            self.pipeline.add_stream(name, video=any("video" in self._kinds[i] for i in idx),
+                                     wait_for_video=isinstance(self.clock, VirtualClock) and len(idx) > 1)
+        for i, s in enumerate(self.sources):
+            th = threading.Thread(target=self._reader, args=(i, s), name=f"avparse-source-{s.name}-{i}",
+                                  daemon=True)
+            self._threads.append(th)
+        self._started = True
+        for th in self._threads:
+            th.start()
+
+    def stop(self, reason: str = "stopped") -> None:
+        """Ask the loop to end: open events are closed with offsets saying ``reason``."""
+        self._stop_reason = reason
+        self._stop.set()
+
+    def run(self) -> dict:
+        """Start (unless started) and drive the stages until every source ended or stop() was called."""
+        if not self._started:
+            self.start()
+        self._running = True
+        last_stats = self.clock.now()
+        try:
+            while self._live and not self._stop.is_set():
+                now = self.clock.now()
+                deadline = self.pipeline.deadline()
+                wait = self.config.stats_interval - (now - last_stats)
+                if deadline is not None and not isinstance(self.clock, VirtualClock):
+                    wait = min(wait, deadline - now)
+                try:
+                    item = self._q.get(timeout=min(max(wait, 0.001), 0.25))
+                except queue.Empty:
+                    item = None
+                if item is not None:
+                    self._handle(item)
+                now = self.clock.now()
+                self._emit(self.pipeline.poll(now))
+                if now - last_stats >= self.config.stats_interval:
+                    last_stats = now
+                    self._send_stats()
+            reason = self._stop_reason if self._stop.is_set() else "end-of-stream"
+            self._stop.set()
+            for s in self.sources:
+                _quiet_close(s)
+            self._emit(self.pipeline.stop(reason, self.clock.now()))
+        finally:
+            self._stop.set()
+            for th in self._threads:
+                th.join(timeout=2.0)
+            self._running = False
+        st = self.stats()
+        self._send_stats(st)
+        return st
+
+    # ------------------------------------------------------------ internals
+    def _reader(self, i: int, source) -> None:
+        try:
+            for chunk in source.read():
+                if self._stop.is_set():
+                    break
+                if isinstance(chunk, EndOfStream):
+                    self._put((i, "end", chunk.reason), block=True)
+                    return
+                self._put((i, "chunk", chunk), block=not self.config.drop_when_full)
+            self._put((i, "end", "end-of-stream"), block=True)
+        except BaseException as e:  # a source failing while running is reported, and survived
+            self._put((i, "error", f"{type(e).__name__}: {e}"), block=True)
+
+    def _put(self, item, *, block: bool) -> None:
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1 if block else 0)
+                return
+            except queue.Full:
+                if not block:
+                    name = self.sources[item[0]].name
+                    self.queue_drops[name] = self.queue_drops.get(name, 0) + 1
+                    return
+
+    def _handle(self, item) -> None:
+        i, what, payload = item
+        self.max_depth = max(self.max_depth, self._q.qsize() + 1)
+        source = self.sources[i]
+        name = source.name
+        if what == "chunk":
+            if isinstance(self.clock, VirtualClock):
+                t = payload.end if isinstance(payload, AudioChunk) else payload.t
+                self.clock.advance(t)
+            if isinstance(payload, AudioChunk):
+                self._audio_end[name] = payload.end
+            self._emit(self.pipeline.feed(payload, self.clock.now()))
+            # audio ended cleanly, video went on: end once the video has passed the audio's end
+            done = self._audio_done.get(name)
+            if done is not None and isinstance(payload, VideoFrame) and \
+                    payload.t >= done + self.config.assembler.late_tolerance:
+                self._end_stream(name, "end-of-stream")
+            return
+        # the source ended or failed
+        self._live.discard(i)
+        if what == "error":
+            self.faults.append(f"stream {name!r}: source {type(source).__name__} failed: {payload}")
+        live = self._stream_live.get(name, set())
+        live.discard(i)
+        audio_left = any("audio" in self._kinds[j] for j in live)
+        if not live:
+            self._end_stream(name, "source-lost" if what == "error" else payload)
+        elif "audio" in self._kinds[i] and not audio_left:
+            if what == "error":  # the master clock is gone: the stream cannot go on
+                self._end_stream(name, "source-lost")
+            else:  # let the video catch up with the audio's end (as-fast-as-possible replay)
+                self._audio_done[name] = self._audio_end.get(name, 0.0)
+        elif not any("video" in self._kinds[j] for j in live):
+            self._emit(self.pipeline.end_video(name, self.clock.now()))
+
+    def _end_stream(self, name: str, reason: str) -> None:
+        self._audio_done.pop(name, None)
+        self._emit(self.pipeline.end_stream(name, reason, self.clock.now()))
+        for j in list(self._stream_live.get(name, ())):  # the rest of the stream's sources stop counting
+            self._live.discard(j)
+        self._stream_live[name] = set()
+
+    def _emit(self, events) -> None:
+        for e in events:
+            for s in self.sinks:
+                try:
+                    s.emit(e)
+                except Exception as exc:
+                    self.sink_errors += 1
+                    self.faults.append(f"sink {type(s).__name__}.emit failed: {exc}")
+
+    def _send_stats(self, st: dict | None = None) -> None:
+        st = st or self.stats()
+        for s in self.sinks:
+            try:
+                s.stats(st)
+            except Exception as exc:
+                self.sink_errors += 1
+                self.faults.append(f"sink {type(s).__name__}.stats failed: {exc}")
+
+    def stats(self) -> dict:
+        d = self.pipeline.stats()
+        d["time"] = round(self.clock.now(), 6)
+        d["queue"] = {"depth": self._q.qsize(), "max_depth": self.max_depth, "capacity": self.config.queue_size}
+        d["drops"] = {
+            "queue": dict(self.queue_drops),
+            "late_frames": sum(s.get("late_frames", 0) for s in d["streams"].values()),
+            "missing_frames": sum(s.get("missing_frames", 0) for s in d["streams"].values()),
+            "audio_gaps": sum(s.get("audio_gaps", 0) for s in d["streams"].values()),
+        }
+        d["faults"] = list(self.faults[-20:])
+        d["sink_errors"] = self.sink_errors
+        d["running"] = self._running
+        return d
+
+
+def _quiet_close(source) -> None:
+    try:
+        source.close()
+    except Exception:
+        pass
