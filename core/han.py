@@ -123,12 +123,28 @@ class HybridAttentionLayer(nn.Module):
         self.dropout_ca = nn.Dropout(p)   # on the cross-modal branch (original: dropout11)
         self.dropout2 = nn.Dropout(p)     # on the FFN branch
 
+    def _attend(self, mha: nn.MultiheadAttention, x: Tensor, y: Optional[Tensor]) -> Tensor:
+        """nn.MultiheadAttention's mathematics (packed in-projection, softmax(q k'/sqrt(d_head)) v with
+        dropout on the weights, out-projection) on batch-first tensors without its layout copies.
+        y=None: self-attention (one packed projection)."""
+        n, t, d = x.shape
+        w, b = mha.in_proj_weight, mha.in_proj_bias
+        if y is None:
+            q, k, v = F.linear(x, w, b).chunk(3, dim=-1)
+        else:
+            q = F.linear(x, w[:d], b[:d])
+            k, v = F.linear(y, w[d:], b[d:]).chunk(2, dim=-1)
+        h = mha.num_heads
+        q, k, v = (z.reshape(n, -1, h, d // h).transpose(1, 2) for z in (q, k, v))
+        o = F.scaled_dot_product_attention(q, k, v, dropout_p=mha.dropout if self.training else 0.0)
+        return mha.out_proj(o.transpose(1, 2).reshape(n, t, d))
+
     def forward(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
-        sa = self.self_attn(x, x, x, need_weights=False)[0]
+        sa = self._attend(self.self_attn, x, None)
         if self.cm_attn is None:
             h = x + self.dropout_sa(sa)
         else:  # same order of additions as the original: x + cross + self
-            h = x + self.dropout_ca(self.cm_attn(x, y, y, need_weights=False)[0]) + self.dropout_sa(sa)
+            h = x + self.dropout_ca(self._attend(self.cm_attn, x, y)) + self.dropout_sa(sa)
         h = self.norm1(h)
         h = self.norm2(h + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(h))))))
         return h
