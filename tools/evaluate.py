@@ -1,0 +1,70 @@
+"""`avparse evaluate CHECKPOINT --split test`: the paper's ten numbers of a checkpoint.
+
+Prints segment- and event-level F-scores of audio, visual and audio-visual
+events, Type@AV and Event@AV as a table (the paper's protocol: snippet
+probability >= 0.5 gated by the video-level prediction >= 0.5) and writes them
+as JSON (--json OUT; default CHECKPOINT's name with .<split>.json; - for stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from avparse.tools.errors import UserError, fail
+from avparse.tools.train import add_data_args, data_config, user_errors
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avparse evaluate", description="Evaluate a checkpoint with the LLP protocol.")
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="an avparse checkpoint (best.pt) or original MMIL_Net weights")
+    p.add_argument("--split", choices=("val", "test"), default="test")
+    add_data_args(p, data_required=False)
+    p.add_argument("--json", metavar="OUT", help="where to write the scores (default CHECKPOINT.<split>.json; - = stdout)")
+    p.add_argument("--threshold", type=float, default=0.5, help="snippet and video decision threshold (paper: 0.5)")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--device", default="cpu")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from avparse.core.checkpoint import load_model
+        from avparse.train.evaluate import evaluate_checkpoint, format_table
+
+        ckpt = Path(args.checkpoint)
+        if not ckpt.is_file():
+            raise UserError(f"{ckpt}: no such checkpoint file")
+        data_dir = args.data
+        if data_dir is None:
+            extra = load_model(ckpt).meta.get("extra") or {}
+            data_dir = extra.get("data_dir")
+            if not data_dir:
+                raise UserError(f"{ckpt} does not record its data folder; give --data DIR")
+            if args.labels is None and extra.get("labels_dir"):
+                args.labels = extra["labels_dir"]
+        result = evaluate_checkpoint(ckpt, data_config(args, data_dir), args.split, threshold=args.threshold,
+                                     batch_size=args.batch_size, device=args.device)
+    except user_errors() as e:
+        return fail(str(e))
+    print(f"{result['split']}: {result['videos']} videos, {ckpt}")
+    print(format_table(result["scores"]))
+    text = json.dumps(result, indent=1)
+    if args.json == "-":
+        print(text)
+        return 0
+    out = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}.{args.split}.json")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    except OSError as e:
+        return fail(f"cannot write {out}: {e.strerror}")
+    print(f"scores: {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

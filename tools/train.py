@@ -1,0 +1,241 @@
+"""`avparse train`: train HAN from video-level labels (the paper's recipe by default).
+
+    avparse train --data DIR [--labels DIR] [--out runs/han] [--resume]
+                  [--loss both|weak|guided] [--pooling attentive|max|mean]
+                  [--temporal han|none|gru|transformer] [--noisy smooth|none|bootstrap] ...
+
+DIR is a packed store (`avparse pack`) or the LLP feature layout. Several
+GPUs or machines: `torchrun --nproc_per_node=N -m avparse.tools.cli train ...`
+(see docs/training.md).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+from avparse.tools.errors import UserError, fail
+
+
+# ------------------------------------------------------------------ shared data flags (pack, train, evaluate)
+
+
+def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
+    p.add_argument("--data", required=data_required, metavar="DIR",
+                   help="packed store (avparse pack) or LLP feature layout (vggish/ res152/ r2plus1d_18/)")
+    p.add_argument("--labels", metavar="DIR", help="folder of the LLP CSV files when not beside the features")
+    p.add_argument("--profile", metavar="NAME",
+                   help="feature profile of LLP-layout data (default: paper; a packed store knows its own)")
+    p.add_argument("--classes", metavar="NAME|FILE",
+                   help="class vocabulary of LLP-layout CSVs: llp (default), synth, or a file with one class a line")
+
+
+def resolve_classes(spec: str | None):
+    if spec is None:
+        return None
+    if spec == "llp":
+        from avparse.core.labels import LLP_CLASSES
+
+        return LLP_CLASSES
+    if spec == "synth":
+        from avparse.train.synth import SYNTH_CLASSES
+
+        return tuple(SYNTH_CLASSES)
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--classes {spec}: not llp, synth or a file of class names")
+    names = tuple(x.strip() for x in path.read_text().splitlines() if x.strip())
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--classes {spec}: the file must list distinct class names, one a line")
+    return names
+
+
+def data_config(args, data_dir: str | None = None):
+    from avparse.core.profiles import get_profile
+    from avparse.train.dataset import DataConfig
+
+    profile = None
+    if args.profile:
+        try:
+            profile = get_profile(args.profile)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    return DataConfig(data_dir=data_dir or args.data, labels_dir=args.labels, profile=profile,
+                      classes=resolve_classes(args.classes))
+
+
+def user_errors():
+    """Exception types that end in one line instead of a traceback."""
+    from avparse.core.checkpoint import CheckpointError
+    from avparse.train.dataset import FeatureError
+    from avparse.train.llp import LLPFormatError
+
+    return (UserError, FeatureError, LLPFormatError, CheckpointError, FloatingPointError, OSError)
+
+
+# ------------------------------------------------------------------ progress
+
+
+def _clock(s: float) -> str:
+    s = max(0, int(round(s)))
+    h, r = divmod(s, 3600)
+    m, s = divmod(r, 60)
+    return f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
+
+
+class ProgressBar:
+    """A one-line bar with loss and ETA on stderr; plain lines every 30 s when not a terminal."""
+
+    def __init__(self, stream=None, width: int = 24, quiet: bool = False):
+        self.stream = stream or sys.stderr
+        self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.width, self.quiet = width, quiet
+        self.epochs, self.epoch_times, self.last_print = 0, [], 0.0
+
+    # Callbacks API of avparse.train.trainer
+    def on_start(self, info):
+        self.epochs, self.start_epoch = info["epochs"], info["start_epoch"]
+        if not self.quiet:
+            print(f"training on {info['videos']} videos ({info['val_videos']} for validation), "
+                  f"{info['params']:,} parameters, device {info['device']}, {info['threads']} threads"
+                  + (f", {info['world_size']} processes" if info["world_size"] > 1 else "")
+                  + (f"; resuming at epoch {info['start_epoch']}" if info["start_epoch"] > 1 else ""), flush=True)
+
+    def on_epoch_start(self, epoch, steps):
+        self.epoch, self.steps, self.t0 = epoch, steps, time.perf_counter()
+
+    def on_step(self, epoch, step, steps, loss):
+        if self.quiet:
+            return
+        now = time.perf_counter()
+        el = now - self.t0
+        eta_epoch = el / step * (steps - step)
+        per_epoch = (sum(self.epoch_times) / len(self.epoch_times)) if self.epoch_times else el / step * steps
+        eta_run = eta_epoch + per_epoch * (self.epochs - epoch)
+        fill = int(self.width * step / steps)
+        line = (f"epoch {epoch}/{self.epochs} [{'#' * fill}{'.' * (self.width - fill)}] {step}/{steps} "
+                f"loss {loss:.4f}  ETA epoch {_clock(eta_epoch)}, run {_clock(eta_run)}")
+        if self.tty:
+            self.stream.write("\r" + line + "\033[K")
+            self.stream.flush()
+        elif now - self.last_print >= 30 or step == steps:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+            self.last_print = now
+
+    def on_epoch_end(self, r):
+        self.epoch_times.append(time.perf_counter() - self.t0)
+        if self.tty and not self.quiet:
+            self.stream.write("\r\033[K")
+        v = r.get("val")
+        text = f"epoch {r['epoch']}/{self.epochs} loss {r['train_loss']:.4f} lr {r['lr']:.2g} " \
+               f"({r['train_seconds']:.1f} s"
+        if v:
+            text += (f" + val {r['val_seconds']:.1f} s) val seg a {v['seg_a']:.1f} v {v['seg_v']:.1f} "
+                     f"av {v['seg_av']:.1f} Type@AV {v['seg_type']:.1f} Event@AV {v['seg_event']:.1f} | "
+                     f"event-level Type@AV {v['evt_type']:.1f}" + ("  *best" if r.get("best") else ""))
+        else:
+            text += ")"
+        print(text, flush=True)
+
+    def log(self, line):
+        print(line, flush=True)
+
+
+# ------------------------------------------------------------------ main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avparse train", description="Train HAN from video-level labels. Defaults are "
+                                "the paper's recipe (YapengTian/AVVP-ECCV20 main_avvp.py).")
+    add_data_args(p)
+    p.add_argument("--out", default="runs/han", metavar="DIR",
+                   help="run folder: best.pt, resume.pt, history.json, training.png (default runs/han)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    g = p.add_argument_group("recipe (paper defaults)")
+    g.add_argument("--epochs", type=int, default=40)
+    g.add_argument("--batch-size", type=int, default=16, help="videos per step and process")
+    g.add_argument("--lr", type=float, default=3e-4)
+    g.add_argument("--lr-step", type=int, default=10, help="StepLR step size in epochs")
+    g.add_argument("--lr-gamma", type=float, default=0.1)
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--select", default="seg_type", help="validation score that picks best.pt (default seg_type)")
+    g.add_argument("--no-val", action="store_true", help="no validation (best.pt = last epoch)")
+    t = p.add_argument_group("Table 2 switches")
+    t.add_argument("--loss", choices=("both", "weak", "guided"), default="both",
+                   help="both = L_wsl + L_g (paper), weak = L_wsl only, guided = L_g only")
+    t.add_argument("--pooling", choices=("attentive", "max", "mean"), default="attentive", help="MMIL pooling")
+    t.add_argument("--temporal", choices=("han", "none", "gru", "transformer"), default="han",
+                   help="temporal network")
+    t.add_argument("--noisy", choices=("smooth", "none", "bootstrap"), default="smooth",
+                   help="noisy guided labels: smooth (paper: label smoothing), none, bootstrap (Reed et al.)")
+    t.add_argument("--eps-a", type=float, default=0.0, help="audio smoothing epsilon (paper code: 0)")
+    t.add_argument("--eps-v", type=float, default=0.1, help="visual smoothing epsilon (paper code: 0.1)")
+    t.add_argument("--smooth-k", type=int, default=2, help="K of y = (1-eps) y + eps/K (paper code: 2)")
+    t.add_argument("--bootstrap-mode", choices=("soft", "hard"), default="soft")
+    t.add_argument("--bootstrap-beta", type=float, default=None, help="default 0.95 soft, 0.8 hard (Reed et al.)")
+    m = p.add_argument_group("model size (paper defaults)")
+    m.add_argument("--d-model", type=int, default=512)
+    m.add_argument("--dim-feedforward", type=int, default=512)
+    m.add_argument("--num-layers", type=int, default=1)
+    m.add_argument("--nhead", type=int, default=1)
+    m.add_argument("--dropout", type=float, default=0.1)
+    m.add_argument("--layer-mode", choices=("original", "stacked"), default="original")
+    r = p.add_argument_group("running")
+    r.add_argument("--device", default="cpu", help="cpu or cuda (torchrun: one GPU per process)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores/processes)")
+    r.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def configs(args):
+    from avparse.core.han import HANConfig
+    from avparse.train.losses import LossConfig
+    from avparse.train.trainer import TrainConfig
+
+    try:
+        loss = LossConfig(terms=args.loss, noisy=args.noisy, eps_a=args.eps_a, eps_v=args.eps_v,
+                          smooth_k=args.smooth_k, bootstrap_mode=args.bootstrap_mode,
+                          bootstrap_beta=args.bootstrap_beta)
+        train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
+                                lr_gamma=args.lr_gamma, seed=args.seed, loss=loss, select_metric=args.select,
+                                validate=not args.no_val, num_threads=args.threads, device=args.device)
+        model_cfg = HANConfig(d_model=args.d_model, dim_feedforward=args.dim_feedforward, num_layers=args.num_layers,
+                              nhead=args.nhead, dropout=args.dropout, pooling=args.pooling, temporal=args.temporal,
+                              layer_mode=args.layer_mode)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    return model_cfg, train_cfg
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        from avparse.train.dataset import open_split
+        from avparse.train.trainer import train
+
+        model_cfg, train_cfg = configs(args)
+        data = data_config(args)
+        out = Path(args.out)
+        if (out / "resume.pt").is_file() and not args.resume:
+            raise UserError(f"{out} already holds a run; add --resume to continue it or choose another --out")
+        tr = open_split(data, "train")
+        va = open_split(data, "val") if train_cfg.validate else None
+        bar = ProgressBar(quiet=args.quiet)
+        res = train(model_cfg, train_cfg, tr, va, out, resume=args.resume, callbacks=bar,
+                    meta={"data_dir": str(Path(args.data).resolve()),
+                          "labels_dir": str(Path(args.labels).resolve()) if args.labels else None})
+    except user_errors() as e:
+        return fail(str(e))
+    if res.is_main and res.best_path is not None and res.history:
+        print(f"best epoch {res.best_epoch} ({train_cfg.select_metric} {res.best_score:.2f}): {res.best_path}"
+              if res.best_score is not None else f"checkpoint: {res.best_path}")
+        if res.plot_path:
+            print(f"plot: {res.plot_path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,339 @@
+"""Training HAN from video-level labels: the paper's recipe, resumable, seeded, DDP-ready.
+
+The defaults of :class:`TrainConfig` are YapengTian/AVVP-ECCV20 main_avvp.py:
+Adam(lr 3e-4), StepLR(step 10, gamma 0.1) stepped once per epoch, 40 epochs,
+batch 16, seed 1, the loss of :mod:`avparse.train.losses`, validation after
+every epoch on the dense val annotations with the paper's decision rule, and
+the best checkpoint by segment-level Type@AV (``F >= best_F``: ties go to the
+later epoch, as there).
+
+How it is computed (same mathematics, less work; see docs/training.md):
+
+* batches are gathered from the packed store's memory maps in one slice per
+  array (no DataLoader, no worker processes, no per-video files);
+* the HAN averages each snippet's 8 frames before fc_v (1/8 of its work);
+* torch.set_num_threads is set to the cores available per local process,
+  here and only while training (restored afterwards);
+* Adam uses the fused kernel where the device has one (the same update);
+* validation runs under inference_mode in batches of 64;
+* the loss is read back (``.item()``) only every ``log_every`` steps.
+
+Reproducibility: the model is initialised from ``seed``; epoch e shuffles with
+DistributedSampler(seed=seed).set_epoch(e) (also with one process), dropout
+draws from the global torch generator seeded with ``seed + rank``. After every
+epoch ``resume.pt`` holds model, optimiser, scheduler, RNG states, epoch, best
+score and history; ``resume=True`` continues from it and gives the same
+weights as an uninterrupted run.
+
+Several processes (torchrun): each takes 1/world of every epoch (batch_size
+per process), gradients are averaged by DistributedDataParallel, rank 0
+validates, logs and writes every file.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from avparse.core.han import HANConfig, build_han
+from avparse.core.metrics import DEFAULT_THRESHOLD
+from avparse.train import distributed as D
+from avparse.train.dataset import FeatureError, FeatureSplit
+from avparse.train.evaluate import score_split
+from avparse.train.losses import LossConfig, avvp_loss
+
+RESUME_FORMAT = "avparse.train-state"
+SELECT_METRICS = ("seg_type", "seg_event", "evt_type", "evt_event", "seg_a", "seg_v", "seg_av")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = 40                # training epochs (main_avvp.py --epochs 40)
+    batch_size: int = 16            # videos per step per process (main_avvp.py --batch-size 16)
+    lr: float = 3e-4                # Adam learning rate (main_avvp.py --lr 3e-4)
+    lr_step: int = 10               # StepLR step_size in epochs (main_avvp.py)
+    lr_gamma: float = 0.1           # StepLR gamma (main_avvp.py)
+    seed: int = 1                   # torch.manual_seed (main_avvp.py --seed 1)
+    loss: LossConfig = field(default_factory=LossConfig)  # loss terms and noisy-label handling (Table 2)
+    threshold: float = DEFAULT_THRESHOLD  # snippet and video decision threshold in validation (paper: 0.5)
+    select_metric: str = "seg_type"  # validation score that picks the kept checkpoint (paper: segment Type@AV)
+    validate: bool = True           # validate every epoch (needs a val split with dense annotations)
+    val_batch_size: int = 64        # videos per validation forward pass (inference only)
+    num_threads: int | None = None  # torch threads per process; None = available cores / local processes
+    device: str = "cpu"             # "cpu" or "cuda"; under torchrun each rank takes cuda:LOCAL_RANK
+    fused_adam: bool = True         # Adam's fused kernel where available (same update as the loop)
+    log_every: int = 10             # steps between progress callbacks (each reads the loss back)
+
+    def __post_init__(self):
+        if self.epochs < 1 or self.batch_size < 1 or self.lr_step < 1 or self.val_batch_size < 1:
+            raise ValueError("epochs, batch_size, lr_step and val_batch_size must be >= 1")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.select_metric not in SELECT_METRICS:
+            raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ValueError("num_threads must be >= 1")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        d = dict(d)
+        d["loss"] = LossConfig(**d.get("loss", {}))
+        return cls(**d)
+
+
+class Callbacks:
+    """Progress hooks (tools/train.py draws the bar); all called on rank 0 only."""
+
+    def on_start(self, info: dict) -> None: ...
+
+    def on_epoch_start(self, epoch: int, steps: int) -> None: ...
+
+    def on_step(self, epoch: int, step: int, steps: int, loss: float) -> None: ...
+
+    def on_epoch_end(self, record: dict) -> None: ...
+
+    def log(self, line: str) -> None: ...
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    best_path: Path | None       # best.pt (None when validation is off and no epoch ran)
+    best_epoch: int | None
+    best_score: float | None
+    history: list[dict]
+    plot_path: Path | None
+    is_main: bool = True         # this process is rank 0 (the one that wrote the files)
+
+
+def model_config_for(model_cfg: HANConfig, split: FeatureSplit) -> HANConfig:
+    """``model_cfg`` with the input sizes and class count of the data."""
+    p = split.profile
+    return replace(model_cfg, audio_dim=p.audio_dim, v2d_dim=p.v2d_dim, v3d_dim=p.v3d_dim,
+                   frames_per_snippet=p.frames_per_snippet, num_classes=len(split.classes))
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def _save_atomic(obj, path: Path) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _adam(params, cfg: TrainConfig, device: str):
+    params = list(params)
+    if cfg.fused_adam:
+        try:
+            return torch.optim.Adam(params, lr=cfg.lr, fused=True)
+        except (RuntimeError, TypeError, ValueError):
+            pass
+    return torch.optim.Adam(params, lr=cfg.lr)
+
+
+def _batches(n: int, cfg: TrainConfig, info: D.DistInfo, epoch: int) -> list[np.ndarray]:
+    from torch.utils.data import DistributedSampler
+
+    sampler = DistributedSampler(range(n), num_replicas=info.world_size, rank=info.rank,
+                                 shuffle=True, seed=cfg.seed, drop_last=False)
+    sampler.set_epoch(epoch)
+    idx = np.fromiter(iter(sampler), dtype=np.int64)
+    return [idx[s:s + cfg.batch_size] for s in range(0, len(idx), cfg.batch_size)]
+
+
+def train_step(net, opt, loss_cfg: LossConfig, split: FeatureSplit, idx: np.ndarray, y_all: torch.Tensor,
+               dev: str):
+    """One optimisation step on the videos ``idx``: (detached loss, the numpy batch)."""
+    arrays = split.batch(idx)
+    a, v2, v3 = (torch.from_numpy(x).to(dev, non_blocking=True) for x in arrays)
+    y = y_all[torch.from_numpy(idx)].to(dev, non_blocking=True)
+    opt.zero_grad(set_to_none=True)
+    o = net(a, v2, v3)
+    loss = avvp_loss(loss_cfg, o.global_prob, o.a_prob, o.v_prob, y)
+    loss.backward()
+    opt.step()
+    return loss.detach(), arrays
+
+
+def make_optimizer(model, cfg: TrainConfig):
+    """Adam and StepLR of the recipe for ``model``."""
+    opt = _adam(model.parameters(), cfg, "")
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+
+
+def train(model_cfg: HANConfig, cfg: TrainConfig, train_split: FeatureSplit, val_split: FeatureSplit | None,
+          out_dir, *, resume: bool = False, callbacks: Callbacks | None = None,
+          meta: dict | None = None) -> TrainResult:
+    """Train on ``train_split``, validate on ``val_split``; files go to ``out_dir``.
+
+    Writes ``best.pt`` (avparse checkpoint of the best epoch), ``resume.pt``
+    (state after the last finished epoch), ``history.json`` and ``training.png``.
+    ``meta`` (plain values, e.g. where the data is) goes into best.pt's extra.
+    """
+    cb = callbacks or Callbacks()
+    out = Path(out_dir)
+    info = D.setup(cfg.device)
+    old_threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(cfg.num_threads or max(1, _cores() // max(1, info.local_world_size)))
+        return _train(model_cfg, cfg, train_split, val_split, out, resume, cb, info, dict(meta or {}))
+    finally:
+        torch.set_num_threads(old_threads)
+        D.teardown(info)
+
+
+def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: D.DistInfo, meta: dict) -> TrainResult:
+    import json
+
+    from avparse.core.checkpoint import save_checkpoint
+
+    if cfg.validate:
+        if val_split is None or not val_split.has_dense:
+            raise FeatureError(getattr(val_split, "source", "val"), None,
+                               "validation needs the val split with dense annotations (or turn validation off)")
+        if tuple(val_split.classes) != tuple(train_split.classes):
+            raise FeatureError(val_split.source, None, "val and train splits have different classes")
+        try:
+            train_split.profile.check_compatible(val_split.profile)
+        except ValueError as e:
+            raise FeatureError(val_split.source, None, str(e)) from None
+    if len(train_split) == 0:
+        raise FeatureError(train_split.source, None, "the train split has no videos")
+    model_cfg = model_config_for(model_cfg, train_split)
+    dev = info.device
+    torch.manual_seed(cfg.seed)
+    model = build_han(model_cfg, device=dev)
+    opt, sched = make_optimizer(model, cfg)
+    torch.manual_seed(cfg.seed + info.rank)  # dropout stream of this rank
+    history: list[dict] = []
+    best_score, best_epoch, start = None, None, 1
+    state_path, best_path = out / "resume.pt", out / "best.pt"
+    if info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    if resume and state_path.is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=True)
+        if st.get("format") != RESUME_FORMAT:
+            raise FeatureError(state_path, None, "not an avparse training state; start without --resume")
+        if st["model_config"] != model_cfg.to_dict():
+            raise FeatureError(state_path, None, "the saved run used another model config; start a new --out")
+        saved = dict(st["train_config"])
+        mine = cfg.to_dict()
+        diff = [k for k in mine if k not in ("epochs", "num_threads", "device", "log_every") and saved.get(k) != mine[k]]
+        if diff:
+            raise FeatureError(state_path, None, f"the saved run used other training settings ({', '.join(diff)}); "
+                               "start a new --out or use the same settings")
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["optimizer"])
+        sched.load_state_dict(st["scheduler"])
+        rng = st["rng"][info.rank] if info.rank < len(st["rng"]) else st["rng"][0]
+        torch.set_rng_state(rng["torch"])
+        if dev.startswith("cuda") and rng.get("cuda") is not None:
+            torch.cuda.set_rng_state(rng["cuda"])
+        history = list(st["history"])
+        best_score, best_epoch, start = st["best_score"], st["best_epoch"], int(st["epoch"]) + 1
+    net = model
+    if info.distributed:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        unused = model_cfg.layer_mode == "original" and model_cfg.num_layers > 1
+        net = DDP(model, device_ids=[dev] if dev.startswith("cuda") else None, find_unused_parameters=unused)
+    if info.is_main:
+        cb.on_start({"videos": len(train_split), "val_videos": len(val_split) if val_split is not None else 0,
+                     "epochs": cfg.epochs, "start_epoch": start, "world_size": info.world_size,
+                     "threads": torch.get_num_threads(), "device": dev,
+                     "params": sum(p.numel() for p in model.parameters())})
+    y_all = torch.from_numpy(np.asarray(train_split.labels, dtype=np.float32))
+    for epoch in range(start, cfg.epochs + 1):
+        t0 = time.perf_counter()
+        batches = _batches(len(train_split), cfg, info, epoch)
+        if info.is_main:
+            cb.on_epoch_start(epoch, len(batches))
+        net.train()
+        total = torch.zeros((), dtype=torch.float64, device=dev)
+        running = torch.zeros((), dtype=torch.float64, device=dev)
+        trace, since = [], 0
+        for step, idx in enumerate(batches, 1):
+            ld, arrays = train_step(net, opt, cfg.loss, train_split, idx, y_all, dev)
+            total += ld
+            running += ld
+            since += 1
+            if step % cfg.log_every == 0 or step == len(batches):
+                mean = float(running.item()) / since
+                if not math.isfinite(mean):
+                    train_split.check_finite(idx, arrays)  # names the video if the input is the cause
+                    raise FloatingPointError(f"the training loss became {mean} at epoch {epoch}, step {step}; "
+                                             "lower the learning rate or check the features")
+                trace.append(mean)
+                running.zero_()
+                since = 0
+                if info.is_main:
+                    cb.on_step(epoch, step, len(batches), mean)
+        lr_used = opt.param_groups[0]["lr"]
+        sched.step()
+        train_loss = D.mean_across(info, float(total.item()) / max(1, len(batches)))
+        train_s = time.perf_counter() - t0
+        record = {"epoch": epoch, "lr": lr_used, "train_loss": train_loss, "loss_trace": trace,
+                  "train_seconds": train_s}
+        rngs = _gather_rng(info, dev)
+        if info.is_main:
+            if cfg.validate:
+                tv = time.perf_counter()
+                scores = score_split(model, val_split, threshold=cfg.threshold, batch_size=cfg.val_batch_size,
+                                     device=dev)
+                record["val"] = scores
+                record["val_seconds"] = time.perf_counter() - tv
+                score = scores[cfg.select_metric]
+                record["best"] = best_score is None or score >= best_score
+                if record["best"]:
+                    best_score, best_epoch = score, epoch
+            else:
+                record["best"] = True
+                best_epoch = epoch
+            history.append(record)
+            if record["best"]:
+                save_checkpoint(best_path, model, classes=train_split.classes, profile=train_split.profile,
+                                extra={**meta, "train_config": cfg.to_dict(), "epoch": epoch,
+                                       "val": record.get("val"), "select_metric": cfg.select_metric})
+            _save_atomic({
+                "format": RESUME_FORMAT, "version": 1, "epoch": epoch,
+                "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
+                "rng": rngs, "best_score": best_score, "best_epoch": best_epoch, "history": history,
+                "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
+            }, state_path)
+            (out / "history.json").write_text(json.dumps(history, indent=1))
+            cb.on_epoch_end(record)
+        D.barrier(info)
+    plot = None
+    if info.is_main and history:
+        from avparse.train.plots import plot_history
+
+        plot = plot_history(history, out / "training.png")
+    return TrainResult(out, best_path if best_path.is_file() else None, best_epoch, best_score, history, plot,
+                       info.is_main)
+
+
+def _gather_rng(info: D.DistInfo, dev: str) -> list[dict]:
+    """Every rank's RNG state (rank 0 saves them all, so each rank resumes its own stream)."""
+    mine = {"torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state() if dev.startswith("cuda") else None}
+    if not info.distributed:
+        return [mine]
+    import torch.distributed as dist
+
+    allr: list = [None] * info.world_size
+    dist.all_gather_object(allr, mine)
+    return allr
