@@ -90,14 +90,40 @@ class StopFlag:
         return self._e.is_set()
 
     def wait(self, clock: Clock, seconds: float, step: float = 0.05) -> bool:
-        """Sleep ``seconds`` on ``clock``; return True if stopped meanwhile."""
-        end = clock.now() + seconds
+        """Sleep ``seconds`` on ``clock`` in steps; return True if stopped meanwhile.
+        It counts the steps it asked for (not the clock's reading), so it ends
+        even on a clock that nothing advances."""
+        left = seconds
         while not self._e.is_set():
-            left = end - clock.now()
             if left <= 0:
                 return False
-            clock.sleep(min(step, left))
+            d = min(step, left)
+            clock.sleep(d)
+            left -= d
         return True
+
+
+class _SleepingClock:
+    """Adds a real ``sleep`` to a clock that only has ``now`` (e.g. the runtime's)."""
+
+    def __init__(self, clock):
+        self._clock = clock
+
+    def now(self) -> float:
+        return self._clock.now()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+def as_clock(clock) -> Clock:
+    """None -> SystemClock; a clock without ``sleep`` -> the same clock with time.sleep."""
+    if clock is None:
+        return SystemClock()
+    if not hasattr(clock, "now"):
+        raise TypeError(f"a clock needs now() (and sleep()), got {type(clock).__name__}")
+    return clock if hasattr(clock, "sleep") else _SleepingClock(clock)
 
 
 class Pacer:

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .source_base import CameraError, Clock, Notify, StopFlag, SystemClock, default_notify, log
+from .source_base import CameraError, Clock, Notify, StopFlag, as_clock, default_notify, log
 from .types import Chunk, EndOfStream, VideoFrame
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
@@ -75,13 +75,14 @@ class CameraSource:
         self.kind, self.target = _parse_spec(spec)
         self.spec = spec
         self.name = name
-        self.clock = clock or SystemClock()
+        self.clock = as_clock(clock)
         self.paced = paced
         self.retries, self.backoff, self.max_backoff = int(retries), float(backoff), float(max_backoff)
         self.open_timeout, self.read_timeout = float(open_timeout), float(read_timeout)
         self.jump_tolerance = float(jump_tolerance)
         self.notify = notify or default_notify
         self.timestamps = timestamps
+        self.kinds = frozenset({"video"})
         self.counters = {"frames": 0, "reconnects": 0, "clock_stamped": 0, "read_failures": 0}
         self.fps = 0.0
         self.size: tuple[int, int] | None = None  # (width, height) once open

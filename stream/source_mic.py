@@ -35,7 +35,7 @@ from typing import Iterator
 import numpy as np
 
 from .resample import StreamingResampler
-from .source_base import Clock, MicrophoneError, StopFlag, SystemClock, log
+from .source_base import Clock, MicrophoneError, StopFlag, as_clock, log
 from .types import AudioChunk, Chunk, EndOfStream
 
 
@@ -123,10 +123,11 @@ class MicrophoneSource:
         self.device = device
         self.sample_rate = int(sample_rate)
         self.name = name
-        self.clock = clock or SystemClock()
+        self.clock = as_clock(clock)
         self.channels, self.native_rate = channels, native_rate
         self.block_seconds, self.latency = block_seconds, latency
         self.gap_tolerance, self.poll_seconds = gap_tolerance, poll_seconds
+        self.kinds = frozenset({"audio"})
         self.counters = {"blocks": 0, "overflows": 0, "dropped": 0, "gaps": 0}
         self.adc_skew = 0.0   # latest (ADC time - sample-count time) in s: latency re-estimates, drift
         self.device_info: dict | None = None

@@ -38,6 +38,7 @@ from .source_base import (
     SourceError,
     StopFlag,
     SystemClock,
+    as_clock,
     log,
 )
 from .source_camera import CameraSource, list_video_devices
@@ -67,7 +68,7 @@ class FileSource:
         self.name = name or Path(self.path).stem
         self.sample_rate = int(sample_rate)
         self.paced, self.speed = paced, speed
-        self.clock = clock or SystemClock()
+        self.clock = as_clock(clock)
         self.block = max(1, int(round(block_seconds * self.sample_rate)))
         self.fps, self.size = fps, size
         self.want_audio, self.want_video = audio, video
@@ -83,6 +84,13 @@ class FileSource:
         if self.want_audio and not self.info.has_audio and not self.info.has_video:
             raise MediaError(f"{self.path}: no audio or video track")
         self._stop.clear()
+
+    @property
+    def kinds(self) -> frozenset:
+        """What this source yields ("audio", "video"): the file's tracks (probed once)."""
+        if self.info is None:
+            self.info = media.probe(self.path)
+        return frozenset(k for k, on in (("audio", self.has_audio), ("video", self.has_video)) if on)
 
     @property
     def has_audio(self) -> bool:
@@ -161,8 +169,9 @@ class SceneSource:
         self.sample_rate = int(sample_rate or scene.sample_rate)
         self.block_seconds = block_seconds
         self.paced, self.speed = paced, speed
-        self.clock = clock or SystemClock()
+        self.clock = as_clock(clock)
         self.counters = {"audio_chunks": 0, "frames": 0}
+        self.kinds = frozenset({"audio", "video"})
         self._stop = StopFlag()
 
     def open(self) -> None:

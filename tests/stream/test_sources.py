@@ -310,3 +310,33 @@ def test_microphone_reader_that_falls_behind_leaves_an_exact_counted_gap(pulse_s
     # the gap is exactly as long as the audio dropped (whole 20 ms blocks)
     assert lost == pytest.approx(mic.counters["dropped"] * 0.02, abs=0.005)
     assert all(b.t >= a.t for a, b in zip(audio, audio[1:]))
+
+
+@needs_ffmpeg
+def test_camera_on_a_file_paced_on_the_clock(llp_clip):
+    clock = SimClock(50.0)
+    src = CameraSource(llp_clip, clock=clock, paced=True)
+    _, video = split(list(src.read()))
+    assert clock.now() - 50.0 == pytest.approx(video[-1].t, abs=1e-3)
+    for f in video:
+        assert f.wall_time - 50.0 == pytest.approx(f.t, abs=1e-3)
+
+
+def test_sources_accept_a_clock_with_only_now_and_expose_kinds():
+    class NowOnly:
+        def __init__(self):
+            self.t0 = time.monotonic()
+
+        def now(self):
+            return time.monotonic() - self.t0
+
+    scene = ToneScene()
+    scene.duration = 0.3
+    src = SceneSource(scene, paced=True, clock=NowOnly(), sample_rate=16000)
+    assert src.kinds == {"audio", "video"}
+    t0 = time.monotonic()
+    audio, video = split(list(src.read()))
+    assert 0.25 < time.monotonic() - t0 < 0.8          # paced with real sleeps
+    assert sum(len(a.samples) for a in audio) == 4800 and len(video) == 4
+    assert CameraSource(0).kinds == {"video"}
+    assert MicrophoneSource(None, sample_rate=16000).kinds == {"audio"}
