@@ -182,7 +182,7 @@ def _check_state(path, model: HAN, state: Mapping, *, what: str) -> None:
 def _finish(path, cfg: HANConfig, state: Mapping, device) -> HAN:
     try:
         model = HAN(cfg)
-    except ValueError as e:
+    except (TypeError, ValueError) as e:
         raise CheckpointError(path, f"invalid model config: {_one_line(e)}") from None
     _check_state(path, model, state, what="the state dict")
     model.load_state_dict(state)
@@ -225,9 +225,13 @@ def _load_avparse(path: Path, d: dict, device) -> LoadedModel:
     state = d["state_dict"]
     if not isinstance(state, Mapping):
         raise CheckpointError(path, "state_dict is not a dict")
+    if not isinstance(d["extra"], Mapping):
+        raise CheckpointError(path, "extra is not a dict")
+    if d["extractor_state"] is not None and not isinstance(d["extractor_state"], Mapping):
+        raise CheckpointError(path, "extractor_state is neither a dict nor None")
     model = _finish(path, cfg, state, device)
     meta = {"format": FORMAT_NAME, "version": version, "source": "avparse", "path": str(path),
-            "extra": dict(d["extra"] or {})}
+            "extra": dict(d["extra"])}
     return LoadedModel(model, cfg, tuple(classes), profile, d["extractor_state"], meta)
 
 

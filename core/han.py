@@ -61,6 +61,13 @@ class HANConfig:
     layer_norm_eps: float = 1e-5   # eps of every LayerNorm (nn.LayerNorm default, as in the original)
 
     def __post_init__(self):
+        for name, f in self.__dataclass_fields__.items():
+            value, kind = getattr(self, name), f.type if isinstance(f.type, str) else f.type.__name__
+            ok = {"int": isinstance(value, int) and not isinstance(value, bool),
+                  "float": isinstance(value, (int, float)) and not isinstance(value, bool),
+                  "str": isinstance(value, str)}[kind]
+            if not ok:
+                raise ValueError(f"HANConfig.{name} must be a {kind}, not {value!r}")
         if self.pooling not in POOLINGS:
             raise ValueError(f"HANConfig.pooling must be one of {POOLINGS}, not {self.pooling!r}")
         if self.temporal not in TEMPORALS:
@@ -69,7 +76,7 @@ class HANConfig:
             raise ValueError(f"HANConfig.layer_mode must be one of {LAYER_MODES}, not {self.layer_mode!r}")
         for name in ("audio_dim", "v2d_dim", "v3d_dim", "frames_per_snippet", "d_model", "nhead",
                      "num_layers", "dim_feedforward", "num_classes"):
-            if int(getattr(self, name)) < 1:
+            if getattr(self, name) < 1:
                 raise ValueError(f"HANConfig.{name} must be >= 1, not {getattr(self, name)!r}")
         if self.d_model % self.nhead:
             raise ValueError(f"HANConfig.d_model ({self.d_model}) must be divisible by nhead ({self.nhead})")
@@ -233,6 +240,8 @@ class HAN(nn.Module):
         if audio.ndim != 3 or audio.shape[-1] != cfg.audio_dim:
             raise ValueError(f"audio must be [B, T, {cfg.audio_dim}], got {list(audio.shape)}")
         b, t = audio.shape[:2]
+        if t < 1:
+            raise ValueError("a window needs at least one snippet (T >= 1), got T=0")
         f = cfg.frames_per_snippet
         if tuple(v2d.shape) != (b, t * f, cfg.v2d_dim):
             raise ValueError(f"v2d must be [B, T*{f}, {cfg.v2d_dim}] = {[b, t * f, cfg.v2d_dim]}, got {list(v2d.shape)}")

@@ -152,6 +152,22 @@ def test_mismatched_sizes(tmp_path, saved):
         d["config"]["pooling"] = "median"
     expect_error(resave(saved[0], tmp_path / "cfg.pt", cfg), "invalid model config", "median")
 
+    def cfg_type(d):
+        d["config"]["d_model"] = "16"
+    expect_error(resave(saved[0], tmp_path / "cfgt.pt", cfg_type), "invalid model config", "d_model")
+
+    def cfg_field(d):
+        d["config"]["depth"] = 3
+    expect_error(resave(saved[0], tmp_path / "cfgf.pt", cfg_field), "invalid model config", "depth")
+
+    def extra(d):
+        d["extra"] = [1]
+    expect_error(resave(saved[0], tmp_path / "extra.pt", extra), "extra is not a dict")
+
+    def no_state(d):
+        del d["state_dict"]
+    expect_error(resave(saved[0], tmp_path / "nostate.pt", no_state), "lacks the fields state_dict")
+
 
 def test_unknown_or_mismatched_profile(tmp_path, saved):
     def unknown(d):

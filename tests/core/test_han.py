@@ -166,8 +166,11 @@ def test_bad_inputs_and_configs():
         model(a, v2, v3[:, :2])
     with pytest.raises(ValueError, match="audio must be"):
         model(a[..., :-1], v2, v3)
+    with pytest.raises(ValueError, match="T >= 1"):
+        model(a[:, :0], v2[:, :0], v3[:, :0])
     for bad in (dict(pooling="sum"), dict(temporal="lstm"), dict(layer_mode="x"), dict(nhead=3),
-                dict(num_layers=0), dict(dropout=1.0)):
+                dict(num_layers=0), dict(dropout=1.0), dict(d_model=16.0), dict(num_classes="5"),
+                dict(pooling=None)):
         with pytest.raises(ValueError):
             dataclasses.replace(TINY, **bad)
 
