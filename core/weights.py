@@ -49,6 +49,26 @@ def find_weight_file(url: str, weights_dir: str | os.PathLike | None = None) -> 
     )
 
 
+def find_weight_files(urls: list[str], weights_dir: str | os.PathLike | None = None) -> list[Path]:
+    """``find_weight_file`` for several files; one error naming every missing one."""
+    found, missing = [], []
+    for url in urls:
+        try:
+            found.append(find_weight_file(url, weights_dir))
+        except WeightsNotFoundError:
+            missing.append(url)
+    if missing:
+        places = ([Path(weights_dir)] if weights_dir is not None else []) + [hub_checkpoint_dir()]
+        names = ", ".join(file_name(u) for u in missing)
+        urls_ = " ".join(missing)
+        raise WeightsNotFoundError(
+            f"weight file{'s' if len(missing) > 1 else ''} {names} not found; put "
+            f"{'them' if len(missing) > 1 else 'it'} in {' or '.join(str(d) for d in places)} "
+            f"(published at {urls_}; this program never downloads)"
+        )
+    return found
+
+
 def load_state_dict(path: str | os.PathLike) -> dict:
     """torch.load with weights_only=True; numpy arrays (as some published
     files hold) are allowed through torch's safe-globals list."""

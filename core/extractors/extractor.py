@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from avparse.core.profiles import FeatureProfile, get_profile
-from avparse.core.weights import WeightsError, find_weight_file, load_state_dict
+from avparse.core.weights import WeightsError, find_weight_file, find_weight_files, load_state_dict
 
 from . import backends
 from .frontend import LogMel, frames_to_clips, frames_to_images
@@ -171,11 +171,17 @@ def _paper_nets(profile: FeatureProfile, weights):
 
     random_init = isinstance(weights, str) and weights == "random"
     wdir = None if random_init or weights is None else weights
+    urls = [VGGISH_URL] + ([VGGISH_PCA_URL] if profile.audio_postprocess == "pca8" else []) + [resnet152_url(), r2plus1d_url()]
+    paths = {} if random_init else dict(zip(urls, find_weight_files(urls, wdir)))  # all missing ones in one error
 
     def state(url):
-        return None if random_init else load_state_dict(find_weight_file(url, wdir))
+        return None if random_init else load_state_dict(paths[url])
 
-    audio_net = VGGishTrunk()
+    if random_init:
+        audio_net = VGGishTrunk()
+    else:
+        with torch.device("meta"):
+            audio_net = VGGishTrunk()
     post = PCAQuantize() if profile.audio_postprocess == "pca8" else None
     if not random_init:
         try:

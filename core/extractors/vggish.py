@@ -105,4 +105,4 @@ def _load_exact(module: nn.Module, state: dict, file: str) -> None:
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"{file}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    module.load_state_dict({k: torch.as_tensor(v) for k, v in state.items()})
+    module.load_state_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in state.items()}, assign=True)

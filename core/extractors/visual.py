@@ -42,9 +42,7 @@ class Pooled2D(nn.Module):
         super().__init__()
         from torchvision.models import resnet152
 
-        net = resnet152(weights=None)
-        if state_dict is not None:
-            _load_checked(net, state_dict, "ResNet-152 (" + RESNET152_ENUM + ")")
+        net = _build(resnet152, state_dict, "ResNet-152 (" + RESNET152_ENUM + ")")
         net.fc = nn.Identity()
         self.net = net
 
@@ -59,14 +57,24 @@ class Pooled3D(nn.Module):
         super().__init__()
         from torchvision.models.video import r2plus1d_18
 
-        net = r2plus1d_18(weights=None)
-        if state_dict is not None:
-            _load_checked(net, state_dict, "R(2+1)D-18 (" + R2PLUS1D_ENUM + ")")
+        net = _build(r2plus1d_18, state_dict, "R(2+1)D-18 (" + R2PLUS1D_ENUM + ")")
         net.fc = nn.Identity()
         self.net = net
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+
+def _build(factory, state: dict | None, what: str) -> nn.Module:
+    """A torchvision model, randomly initialised or holding ``state`` (built on
+    the meta device and assigned: no time spent on an initialisation that the
+    weights overwrite)."""
+    if state is None:
+        return factory(weights=None)
+    with torch.device("meta"):
+        net = factory(weights=None)
+    _load_checked(net, state, what)
+    return net
 
 
 def _load_checked(net: nn.Module, state: dict, what: str) -> None:
@@ -78,4 +86,4 @@ def _load_checked(net: nn.Module, state: dict, what: str) -> None:
     for k, v in state.items():
         if tuple(v.shape) != tuple(own[k].shape):
             raise ValueError(f"{what}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    net.load_state_dict(state)
+    net.load_state_dict(state, assign=True)
