@@ -301,9 +301,8 @@ class Publisher:
     def _enqueue_heartbeat_locked(self) -> None:
         t = wire.topic("heartbeat")
         seq, tseq = self._next(t)
-        counts = {k: n for k, n in self._tseq.items() if k.split(b".")[1] in (b"onset", b"offset")}
         self._queue_locked(wire.encode_heartbeat(publisher=self.name, session=self.session, seq=seq,
-                                                 tseq=tseq, wall_time=self._clock(), topics=counts))
+                                                 tseq=tseq, wall_time=self._clock(), topics=dict(self._tseq)))
         self.counters["heartbeats"] += 1
 
     def _queue_locked(self, frames) -> None:
@@ -398,9 +397,8 @@ class Publisher:
                         if not streams or ev.stream in streams:
                             reply += [topic, body]
                             count += 1
-                    counts = {k: n for k, n in self._tseq.items() if k.split(b".")[1] in (b"onset", b"offset")}
                     reply += wire.encode_snapshot_end(publisher=self.name, session=self.session,
-                                                      seq=self._seq, count=count, topics=counts)
+                                                      seq=self._seq, count=count, topics=dict(self._tseq))
                 self.counters["snapshots"] += 1
             try:
                 self._router.send_multipart(envelope + reply, flags=zmq.NOBLOCK)

@@ -103,7 +103,7 @@ class Message:
     topic: bytes                 # the topic frame
     event: Event | None = None   # for onset/offset
     stats: dict | None = None    # for stats: the runtime's figures
-    topics: dict = field(default_factory=dict)  # for heartbeat: topic -> last tseq of event topics
+    topics: dict = field(default_factory=dict)  # for heartbeat: topic -> last tseq, every topic so far
     from_snapshot: bool = False  # set by the client for open events learnt from a snapshot
 
     @property
@@ -317,7 +317,7 @@ def decode_frames(frames: list[bytes]) -> Message:
 # body of its onset exactly as published (its own seq), then two closing frames
 #     b"avp.snapshot.end", {"v": 1, "type": "snapshot-end", "publisher", "session",
 #                           "seq": last seq published, "count": events sent,
-#                           "topics": {topic: last tseq} for every event topic so far}
+#                           "topics": {topic: last tseq} for every topic so far}
 # or, for a malformed request, the two frames
 #     b"avp.snapshot.error", {"v": 1, "type": "error", "error": "..."}.
 
