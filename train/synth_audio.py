@@ -15,6 +15,7 @@ a noise burst resembles hiss), as real confusers do.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from functools import lru_cache
 
@@ -54,14 +55,14 @@ class Sound:
 def draw_params(kind: str, rng: np.random.Generator, length: float) -> dict:
     """Random parameters of one instance of ``kind`` lasting ``length`` seconds."""
     u = rng.uniform
-    p: dict = {"phase": float(u(0.0, 1.0))}  # seconds of pattern already elapsed at onset
+    p: dict = {"phase": float(u(0.0, 1.0))}  # seconds of pattern already elapsed at onset; beats: sorted array
     span = length + 1.0  # beat lists cover the sound and the pattern's head start
 
     def beats(lo, hi, jitter):
         period = u(lo, hi)
         n = int(np.ceil(span / period)) + 2
         t = np.arange(n) * period + rng.uniform(-jitter, jitter, n) * period
-        return np.sort(t - p["phase"]).tolist()
+        return np.sort(t - p["phase"])
 
     if kind == "siren":
         p.update(fc=u(850, 1000), fd=u(250, 320), fm=u(1.5, 2.5))
@@ -96,7 +97,8 @@ def draw_params(kind: str, rng: np.random.Generator, length: float) -> dict:
 # ---------------------------------------------------------------- shaped noise
 
 _SEG_CACHE: dict = {}
-_SEG_CACHE_MAX = 64
+_SEG_LOCK = threading.Lock()
+_SEG_CACHE_MAX = 128  # segments of 2 x 0.25 s (128 KB each at 16 kHz float64): a few live scenes' worth
 
 
 @lru_cache(maxsize=256)
@@ -134,9 +136,10 @@ def _segment(key: tuple, j: int, seg: int, sample_rate: int, shape: tuple) -> np
     if g is not None:
         x = np.fft.irfft(np.fft.rfft(x) * g, 2 * seg)
     y = x * _window(2 * seg)
-    if len(_SEG_CACHE) >= _SEG_CACHE_MAX:
-        _SEG_CACHE.pop(next(iter(_SEG_CACHE)))
-    _SEG_CACHE[ck] = y
+    with _SEG_LOCK:  # live sources may render scenes from several threads
+        while len(_SEG_CACHE) >= _SEG_CACHE_MAX:
+            _SEG_CACHE.pop(next(iter(_SEG_CACHE)))
+        _SEG_CACHE[ck] = y
     return y
 
 
@@ -162,14 +165,13 @@ def noise(key: tuple, start: int, count: int, sample_rate: int, shape: tuple = (
 
 # ---------------------------------------------------------------- signatures
 
-def _beat_sum(t: np.ndarray, beats: list, tail: float, fn) -> np.ndarray:
+def _beat_sum(t: np.ndarray, beats: np.ndarray, tail: float, fn) -> np.ndarray:
     """Sum of fn(t - b) for beats b whose response [b, b+tail) meets t."""
     out = np.zeros_like(t)
     if t.size == 0:
         return out
-    lo, hi = t[0] - tail, t[-1]
-    bs = np.asarray(beats)
-    for b in bs[(bs >= lo) & (bs <= hi)]:
+    i0, i1 = np.searchsorted(beats, [t[0] - tail, t[-1]], side="left")
+    for b in beats[max(0, i0 - 1):i1 + 1]:
         m = (t >= b) & (t < b + tail)
         if m.any():
             out[m] += fn(t[m] - b)
