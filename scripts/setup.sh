@@ -22,8 +22,10 @@ PY=${PYTHON:-python3}
 if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --upgrade pip
+# pip warns about every local index folder it skips: keep the log readable.
+pipq() { .venv/bin/python -m pip "$@" 2>&1 | grep -v "is neither a file nor a directory"; return "${PIPESTATUS[0]}"; }
+pipq install -q --upgrade pip
 # The pinned torch first, so that nothing pulls a different build.
-.venv/bin/python -m pip install -q "torch==2.14.1" "torchvision==0.29.1"
-.venv/bin/python -m pip install -q -e ".[test]"
+pipq install -q "torch==2.14.1" "torchvision==0.29.1"
+pipq install -q -e ".[test]"
 echo "avparse: set-up done (.venv)"
