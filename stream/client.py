@@ -140,7 +140,24 @@ class Subscriber:
         import zmq
 
         self._ctx = self._ctx_given or zmq.Context()
-        s = self._ctx.socket(zmq.SUB)
+        s = self._sub = self._ctx.socket(zmq.SUB)
+        try:
+            self._subscribe(s)
+            # The first message proves the subscription reached the publisher: only
+            # then is a snapshot sure to be followed by every later message.
+            buffered = [s.recv_multipart()] if s.poll(self.handshake_timeout * 1000) else []
+            for ep in self.snapshots:
+                self._snapshot(ep)
+        except BaseException:
+            self.close()
+            raise
+        for frames in buffered:
+            self._handle(frames)
+        return self
+
+    def _subscribe(self, s) -> None:
+        import zmq
+
         s.setsockopt(zmq.LINGER, 0)
         s.setsockopt(zmq.RCVHWM, self.rcvhwm)
         s.setsockopt(zmq.MAXMSGSIZE, 2 * wire.MAX_BODY)
@@ -156,19 +173,6 @@ class Subscriber:
         for p in prefixes:
             s.setsockopt(zmq.SUBSCRIBE, p)
         s.setsockopt(zmq.SUBSCRIBE, wire.topic("heartbeat"))  # last: its arrival proves all are in place
-        self._sub = s
-        try:
-            # The first message proves the subscription reached the publisher: only
-            # then is a snapshot sure to be followed by every later message.
-            buffered = [s.recv_multipart()] if s.poll(self.handshake_timeout * 1000) else []
-            for ep in self.snapshots:
-                self._snapshot(ep)
-        except BaseException:
-            self.close()
-            raise
-        for frames in buffered:
-            self._handle(frames)
-        return self
 
     def close(self) -> None:
         if self._sub is not None:

@@ -1,0 +1,377 @@
+"""`avparse run`: run the live pipeline and publish its events over ZeroMQ.
+
+    avparse run --scene [SEED] | --file PATH | --camera SPEC [--mic DEVICE] [options]
+    avparse run --config streams.toml [options]
+
+One stream from the flags, or several from a TOML file (see docs/eventstream.md
+for its keys). Events go to a ZeroMQ XPUB socket (default
+tcp://127.0.0.1:5556), with a snapshot service for late joiners (default
+tcp://127.0.0.1:5557), heartbeats, stats, and optionally a JSON-lines log.
+Ctrl-C or SIGTERM stop it cleanly: open events are closed with an offset whose
+reason is "stopped", the log is complete, the sockets are closed, exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import UserError, fail
+
+DEMO_MODEL = "demo.pt"  # bundled demo checkpoint in avparse.core's assets (used when --model is absent)
+
+# TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
+TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
+            "extractor_weights", "duration", "fast", "on", "min_on", "min_off", "publish", "stream"}
+PUBLISH_KEYS = {"pub", "snapshot", "log", "name", "curve_server_key", "curve_allow", "heartbeat"}
+STREAM_KEYS = {"name", "scene", "scene_duration", "file", "camera", "mic", "speed"}
+
+
+@dataclass
+class StreamSpec:
+    name: str
+    scene: int | None = None        # seed of a generated scene
+    scene_duration: int = 30        # seconds of generated scene
+    file: str | None = None         # media file or URL
+    camera: str | None = None       # OpenCV capture spec
+    mic: str | None = None          # PortAudio device (name or index); "default" for the default
+    speed: float = 1.0              # pacing of files and scenes (1: real time)
+
+
+@dataclass
+class RunSpec:
+    streams: list[StreamSpec] = field(default_factory=list)
+    options: dict = field(default_factory=dict)     # top-level keys
+    publish: dict = field(default_factory=dict)     # [publish] keys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avparse run", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Defaults: hop 1 s, window 10, lookahead 0, PUB tcp://127.0.0.1:5556, "
+                                       "snapshot tcp://127.0.0.1:5557.")
+    g = p.add_argument_group("what to watch (one stream; several: --config)")
+    g.add_argument("--config", metavar="TOML", help="TOML file describing one or more streams")
+    g.add_argument("--scene", nargs="?", type=int, const=0, default=None, metavar="SEED",
+                   help="a generated scene (seed, default 0)")
+    g.add_argument("--scene-duration", type=int, default=None, metavar="S", help="seconds of generated scene (30)")
+    g.add_argument("--file", metavar="PATH", help="a media file or URL (FFmpeg)")
+    g.add_argument("--camera", metavar="SPEC", help="camera index, device, video file or URL (OpenCV)")
+    g.add_argument("--mic", metavar="DEVICE", help="microphone (PortAudio name or index; 'default')")
+    g.add_argument("--name", default=None, help="stream name (default: scene, the file's stem, or camera)")
+    g.add_argument("--fast", action="store_true", default=None,
+                   help="files and scenes as fast as possible (default: paced in real time)")
+    g.add_argument("--duration", type=float, default=None, help="stop after this many seconds (0: no limit)")
+    g = p.add_argument_group("model and pipeline")
+    g.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled demo model, if installed)")
+    g.add_argument("--profile", default=None, help="expected feature profile (checked against the checkpoint)")
+    g.add_argument("--hop", type=float, default=None, help="seconds between snippets (< 1: overlapping)")
+    g.add_argument("--window", type=int, default=None, help="snippets per HAN window")
+    g.add_argument("--lookahead", type=int, default=None, help="1 s steps of future context")
+    g.add_argument("--max-batch", type=int, default=None, help="snippets per extractor batch")
+    g.add_argument("--device", default=None, help="torch device (cpu)")
+    g.add_argument("--backend", default=None, help="extractor backend: eager, compile, tensorrt")
+    g.add_argument("--extractor-weights", metavar="DIR", default=None,
+                   help="folder with the published extractor weights (when the checkpoint bundles none)")
+    g.add_argument("--on", type=float, default=None, help="tracker: probability that turns a class on")
+    g.add_argument("--min-on", type=float, default=None, help="tracker: seconds on before an onset")
+    g.add_argument("--min-off", type=float, default=None, help="tracker: seconds off before an offset")
+    g = p.add_argument_group("publishing")
+    g.add_argument("--pub", default=None, metavar="EP", help="event endpoint to bind (tcp://127.0.0.1:5556)")
+    g.add_argument("--snapshot", default=None, metavar="EP",
+                   help="snapshot endpoint to bind (tcp://127.0.0.1:5557; 'none' for no snapshot service)")
+    g.add_argument("--log", default=None, metavar="PATH", help="append every event to this JSON-lines file")
+    g.add_argument("--publisher-name", default=None, help="stable publisher name on the wire (default host/endpoint)")
+    g.add_argument("--curve-server-key", metavar="FILE", help="server secret key file (enables CURVE)")
+    g.add_argument("--curve-allow", metavar="DIR", help="folder of allowed client public keys (*.key)")
+    return p
+
+
+# ----------------------------------------------------------------- the TOML file
+def _toml_error(path, key, msg) -> UserError:
+    return UserError(f"{path}: {key}: {msg}")
+
+
+def _check_type(path, key, value, types, what):
+    if isinstance(value, bool) and bool not in types:
+        raise _toml_error(path, key, f"must be {what}, got {value!r}")
+    if not isinstance(value, types):
+        raise _toml_error(path, key, f"must be {what}, got {value!r}")
+    return value
+
+
+_TYPES = {
+    "model": ((str,), "a path"), "profile": ((str,), "a profile name"), "hop": ((int, float), "a number"),
+    "lookahead": ((int,), "an integer"), "window": ((int,), "an integer"), "max_batch": ((int,), "an integer"),
+    "device": ((str,), "a string"), "backend": ((str,), "a string"), "extractor_weights": ((str,), "a path"),
+    "duration": ((int, float), "a number"), "fast": ((bool,), "true or false"), "on": ((int, float), "a number"),
+    "min_on": ((int, float), "a number"), "min_off": ((int, float), "a number"),
+    "pub": ((str,), "an endpoint"), "snapshot": ((str, bool), "an endpoint or false"), "log": ((str,), "a path"),
+    "curve_server_key": ((str,), "a path"), "curve_allow": ((str,), "a path"), "heartbeat": ((int, float), "a number"),
+    "scene": ((int,), "an integer seed"), "scene_duration": ((int,), "whole seconds"), "file": ((str,), "a path"),
+    "camera": ((str, int), "a camera spec"), "mic": ((str, int), "a device"), "speed": ((int, float), "a number"),
+}
+_TYPES["name"] = ((str,), "a name")
+
+
+def load_toml(path: str) -> RunSpec:
+    """Read a run description; any problem is a UserError naming the file and the key."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib
+    p = Path(path)
+    try:
+        with open(p, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such configuration file") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise UserError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not valid TOML: not UTF-8 text") from None
+    spec = RunSpec()
+    for k, v in data.items():
+        if k not in TOP_KEYS:
+            raise _toml_error(path, k, f"unknown key (known: {', '.join(sorted(TOP_KEYS))})")
+        if k in ("publish", "stream"):
+            continue
+        spec.options[k] = _check_type(path, k, v, *_TYPES[k])
+    pub = data.get("publish", {})
+    if not isinstance(pub, dict):
+        raise _toml_error(path, "publish", "must be a table [publish]")
+    for k, v in pub.items():
+        if k not in PUBLISH_KEYS:
+            raise _toml_error(path, f"publish.{k}", f"unknown key (known: {', '.join(sorted(PUBLISH_KEYS))})")
+        spec.publish[k] = _check_type(path, f"publish.{k}", v, *_TYPES[k])
+    streams = data.get("stream", [])
+    if not isinstance(streams, list) or not streams or not all(isinstance(s, dict) for s in streams):
+        raise _toml_error(path, "stream", "describe at least one stream as [[stream]] tables")
+    for i, s in enumerate(streams):
+        where = f"stream[{i}]"
+        for k, v in s.items():
+            if k not in STREAM_KEYS:
+                raise _toml_error(path, f"{where}.{k}", f"unknown key (known: {', '.join(sorted(STREAM_KEYS))})")
+            _check_type(path, f"{where}.{k}", v, *_TYPES[k])
+        if "name" not in s:
+            raise _toml_error(path, f"{where}.name", "missing: every stream needs a name")
+        kinds = [k for k in ("scene", "file", "camera") if k in s]
+        if len(kinds) > 1 or (not kinds and "mic" not in s):
+            raise _toml_error(path, where, "give exactly one of scene, file, camera (camera may add mic), or mic alone")
+        if "mic" in s and ("scene" in s or "file" in s):
+            raise _toml_error(path, f"{where}.mic", "a microphone goes with a camera or alone")
+        spec.streams.append(StreamSpec(
+            name=s["name"], scene=s.get("scene"), scene_duration=s.get("scene_duration", 30),
+            file=s.get("file"), camera=None if s.get("camera") is None else str(s["camera"]),
+            mic=None if s.get("mic") is None else str(s["mic"]), speed=float(s.get("speed", 1.0))))
+    names = [s.name for s in spec.streams]
+    if len(set(names)) != len(names):
+        raise _toml_error(path, "stream", f"stream names must differ, got {names}")
+    return spec
+
+
+def spec_from_args(args) -> RunSpec:
+    if args.config:
+        if any(x is not None for x in (args.scene, args.file, args.camera, args.mic)):
+            raise UserError("give the streams either in --config or with --scene/--file/--camera/--mic, not both")
+        spec = load_toml(args.config)
+    else:
+        spec = RunSpec()
+        if args.scene is not None and (args.file or args.camera or args.mic):
+            raise UserError("--scene goes alone (not with --file/--camera/--mic)")
+        if args.file and (args.camera or args.mic):
+            raise UserError("--file goes alone (not with --camera/--mic)")
+        if args.scene is None and not (args.file or args.camera or args.mic):
+            raise UserError("nothing to watch: give --scene, --file, --camera and/or --mic, or --config TOML")
+        name = args.name or ("scene" if args.scene is not None else
+                             Path(args.file).stem if args.file else "camera" if args.camera else "mic")
+        spec.streams.append(StreamSpec(name=name, scene=args.scene,
+                                       scene_duration=args.scene_duration or 30,
+                                       file=args.file, camera=args.camera, mic=args.mic))
+    # flags override the file's top-level and [publish] values
+    for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
+              "extractor_weights", "duration", "fast", "on", "min_on", "min_off"):
+        v = getattr(args, k)
+        if v is not None:
+            spec.options[k] = v
+    for k, a in (("pub", "pub"), ("snapshot", "snapshot"), ("log", "log"), ("name", "publisher_name"),
+                 ("curve_server_key", "curve_server_key"), ("curve_allow", "curve_allow")):
+        v = getattr(args, a)
+        if v is not None:
+            spec.publish[k] = v
+    from avparse.stream import wire
+
+    for s in spec.streams:
+        try:
+            wire.check_stream_name(s.name)
+        except wire.WireError as e:
+            raise UserError(str(e)) from None
+    return spec
+
+
+# ----------------------------------------------------------------- building
+def _model_path(arg: str | None) -> Path:
+    if arg:
+        path = Path(arg)
+        if not path.is_file():
+            raise UserError(f"{arg}: no such checkpoint file; pass --model with a checkpoint written by avparse train")
+        return path
+    from importlib.resources import files
+
+    demo = Path(str(files("avparse.core") / "assets" / DEMO_MODEL))
+    if not demo.is_file():
+        raise UserError("no --model given and no bundled demo model is installed; pass --model CKPT")
+    return demo
+
+
+def publisher_config(publish: dict):
+    from avparse.stream.publisher import DEFAULT_PUB, DEFAULT_SNAPSHOT, PublisherConfig
+
+    snap = publish.get("snapshot", DEFAULT_SNAPSHOT)
+    if snap is False or (isinstance(snap, str) and snap.lower() in ("none", "off", "")):
+        snap = None
+    if snap is True:
+        snap = DEFAULT_SNAPSHOT
+    return PublisherConfig(pub=publish.get("pub", DEFAULT_PUB), snapshot=snap, name=publish.get("name"),
+                           log_path=publish.get("log"), curve_secret_key=publish.get("curve_server_key"),
+                           curve_allow_dir=publish.get("curve_allow"),
+                           heartbeat_interval=float(publish.get("heartbeat", 1.0)))
+
+
+def build_sources(spec: RunSpec, profile, *, fast: bool, clock=None) -> list:
+    from avparse.stream.sources import CameraSource, FileSource, MicrophoneSource, SceneSource
+
+    sources = []
+    for s in spec.streams:
+        if s.scene is not None:
+            from avparse.train.synth import SynthConfig, SynthError, make_scene
+
+            try:
+                scene = make_scene(s.scene, SynthConfig(duration=s.scene_duration), name=s.name)
+            except (SynthError, ValueError) as e:
+                raise UserError(f"stream {s.name}: {e}") from None
+            sources.append(SceneSource(scene, sample_rate=profile.sample_rate, paced=not fast, name=s.name,
+                                       speed=s.speed, clock=clock))
+        elif s.file is not None:
+            if not (s.file.startswith(("http://", "https://", "rtsp://", "udp://", "tcp://")) or Path(s.file).is_file()):
+                raise UserError(f"stream {s.name}: {s.file}: no such media file")
+            sources.append(FileSource(s.file, sample_rate=profile.sample_rate, paced=not fast, name=s.name,
+                                      speed=s.speed, clock=clock))
+        else:
+            if s.camera is not None:
+                sources.append(CameraSource(s.camera, name=s.name))
+            if s.mic is not None:
+                dev = None if s.mic == "default" else (int(s.mic) if s.mic.isdigit() else s.mic)
+                sources.append(MicrophoneSource(dev, sample_rate=profile.sample_rate, name=s.name))
+    return sources
+
+
+# ----------------------------------------------------------------- running
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(spec_from_args(args))
+    except UserError as e:
+        return fail(str(e), e.code)
+
+
+def _run(spec: RunSpec) -> int:
+    o = spec.options
+    model_path = _model_path(o.get("model"))
+    for key in ("curve_server_key",):
+        v = spec.publish.get(key)
+        if v and not Path(v).is_file():
+            raise UserError(f"{v}: no such key file (make one with `avparse keys DIR --name server`)")
+
+    from avparse.core.checkpoint import CheckpointError, load_model
+    from avparse.core.media import MediaError
+    from avparse.stream.pipeline import RealClock, Runtime, VirtualClock, pipeline_config
+    from avparse.stream.publisher import Publisher, PublisherError
+    from avparse.stream.sources import SourceError
+    from avparse.stream.tracker import TrackerConfig
+
+    fast = bool(o.get("fast", False))
+    if fast and any(s.camera is not None or s.mic is not None for s in spec.streams):
+        raise UserError("--fast is for files and scenes; cameras and microphones run in real time")
+    try:
+        publisher = Publisher(publisher_config(spec.publish)).open()  # a busy port fails fast, before the model loads
+    except PublisherError as e:
+        raise UserError(str(e)) from None
+    stopped = threading.Event()
+    runtime = None
+
+    def on_signal(signum, _frame):
+        stopped.set()
+        if runtime is not None:
+            runtime.stop("stopped")
+
+    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    timer = None
+    try:
+        try:
+            loaded = load_model(model_path, device=o.get("device", "cpu"))
+        except CheckpointError as e:
+            raise UserError(f"{e}; pass --model with a checkpoint written by avparse train") from None
+        if o.get("profile") and o["profile"] != loaded.profile.name:
+            raise UserError(f"--profile {o['profile']} but {model_path} was trained on profile "
+                            f"{loaded.profile.name!r}; drop --profile or pass a matching checkpoint")
+        trk = TrackerConfig()
+        try:
+            tracker = TrackerConfig(on_threshold=o.get("on", trk.on_threshold),
+                                    off_threshold=o.get("on", trk.off_threshold),
+                                    min_on=o.get("min_on", trk.min_on), min_off=o.get("min_off", trk.min_off))
+            config = pipeline_config(profile=loaded.profile, hop=float(o.get("hop", 1.0)),
+                                     window=int(o.get("window", 10)), lookahead=int(o.get("lookahead", 0)),
+                                     max_batch=int(o.get("max_batch", 16)), device=o.get("device", "cpu"),
+                                     backend=o.get("backend", "eager"), tracker=tracker,
+                                     drop_when_full=any(s.camera or s.mic for s in spec.streams))
+        except ValueError as e:
+            raise UserError(f"pipeline options: {e}") from None
+        extractor = _extractor(loaded, o)
+        clock = VirtualClock() if fast else RealClock()
+        sources = build_sources(spec, loaded.profile, fast=fast)
+        runtime = Runtime(config, loaded, extractor, sources, clock=clock)
+        runtime.add_sink(publisher)
+        if stopped.is_set():
+            return 0
+        try:
+            runtime.start()
+        except (MediaError, SourceError) as e:
+            raise UserError(str(e)) from None
+        duration = float(o.get("duration", 0) or 0)
+        if duration > 0:
+            timer = threading.Timer(duration, runtime.stop, args=("stopped",))
+            timer.daemon = True
+            timer.start()
+        print(f"avparse run: publishing {', '.join(s.name for s in spec.streams)} on {publisher.pub_endpoint}"
+              + (f", snapshot {publisher.snapshot_endpoint}" if publisher.snapshot_endpoint else "")
+              + (f", log {spec.publish['log']}" if spec.publish.get("log") else ""), file=sys.stderr, flush=True)
+        runtime.run()
+        for f in runtime.faults:
+            print(f"avparse run: {f}", file=sys.stderr)
+    finally:
+        if timer is not None:
+            timer.cancel()
+        publisher.close(reason="stopped")
+        for sig, h in old.items():
+            signal.signal(sig, h)
+    print(f"avparse run: {publisher.counters['events']} events published", file=sys.stderr)
+    return 0
+
+
+def _extractor(loaded, o):
+    from avparse.core.extractors import build_extractor
+    from avparse.core.weights import WeightsError
+
+    weights = loaded.extractor_state if loaded.extractor_state is not None else o.get("extractor_weights")
+    try:
+        return build_extractor(loaded.profile, weights=weights, backend=o.get("backend", "eager"),
+                               device=o.get("device", "cpu"))
+    except (WeightsError, FileNotFoundError, ValueError) as e:
+        raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None
