@@ -145,7 +145,7 @@ def test_listen_json_lines_follow_the_schema_and_filter_by_stream():
         p.emit(ev("offset", "Nope"))
         p.emit(ev("onset", "Dog"))
         lis.wait_for(lambda l: "Dog" in l)
-        assert lis.stop() == 0
+        assert lis.stop(signal.SIGTERM) == 0
     finally:
         if lis.p.poll() is None:
             lis.p.kill()
