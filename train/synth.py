@@ -344,7 +344,7 @@ def make_scene(seed, config: SynthConfig = SynthConfig(), *, events: Sequence[Pl
         if e.visual is None:
             continue
         shape, colour, _ = VISUAL_SIGNATURES[e.label]
-        s = rng.uniform(*cfg.object_size) * side * (0.7 if e.label == "bird" else 1.0)
+        s = rng.uniform(*cfg.object_size) * side
         m = min(1.5 * s + 2, 0.45 * side)
         lo_y = m + (0.8 * s if e.label == "drum" else 0)  # room to bounce up
         cand = np.stack([rng.uniform(m, w - m, 24), rng.uniform(min(lo_y, h - m), h - m, 24)], 1)
