@@ -162,13 +162,13 @@ class SnippetAssembler:
         out = self._emit_ready()
         S, H = c.samples_per_snippet, c.hop_samples
         origin = int(round(c.origin * c.sample_rate))
+        real_end = self._end  # padding must not make further tails
         while True:
             start = origin + self._next * H
-            have = self._end - start
+            have = real_end - start
             if have < c.tail_min_fraction * S or have <= 0:
                 break
-            pad = start + S - self._end
-            self._append_samples(np.zeros(pad, np.float32))
+            self._append_samples(np.zeros(max(0, start + S - self._end), np.float32))
             self.counters["padded_tail"] += 1
             out.append(self._make(self._next))
             self._next += 1

@@ -9,6 +9,7 @@ Runtime publishes for the same input.
 
 from __future__ import annotations
 
+import time
 from typing import Sequence
 
 from avparse.core.events import Event
@@ -31,16 +32,17 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
 
         classes = _classes_of(model, None)
     clock = VirtualClock()
-    pipe = Pipeline(config, model, extractor, classes=classes)
-    kinds = source_kinds(source)
-    pipe.add_stream(source.name, video="video" in kinds)
+    pipe = Pipeline(config, model, extractor, classes=classes, timer=time.perf_counter)
     events: list[Event] = []
     ended = False
     source.open()
     try:
+        pipe.add_stream(source.name, video="video" in source_kinds(source))
         for chunk in source.read():
             if isinstance(chunk, EndOfStream):
-                events += pipe.end_stream(chunk.stream, chunk.reason, clock.now())
+                # a source that failed mid-way ("error: ...") loses the stream, as in the Runtime
+                reason = "source-lost" if chunk.reason.startswith("error") else chunk.reason
+                events += pipe.end_stream(chunk.stream, reason, clock.now())
                 ended = True
                 break
             clock.advance(chunk.end if isinstance(chunk, AudioChunk) else chunk.t)

@@ -97,11 +97,16 @@ class Pipeline:
         self.snippets = 0
         self._ended_counters: dict[str, dict] = {}  # assembler counters of streams that ended
 
-    def add_stream(self, name: str, *, video: bool = True, wait_for_video: bool = False) -> None:
+    def add_stream(self, name: str, *, video: bool = True, wait_for_video: bool = False,
+                   separate_clocks: bool = False) -> None:
         """``wait_for_video``: no bound on the wait for frames (replays on a virtual clock, where a
-        camera thread may fall behind a microphone thread by any amount of media time)."""
+        camera thread may fall behind a microphone thread by any amount of media time).
+        ``separate_clocks``: audio and video come from different devices; map video time onto
+        audio time through the capture times (AssemblerConfig.sync = "capture")."""
         if name not in self.assemblers:
             cfg = replace(self.config.assembler, video=video)
+            if separate_clocks:
+                cfg = replace(cfg, sync="capture")
             if wait_for_video:
                 cfg = replace(cfg, late_tolerance=float("inf"))
             self.assemblers[name] = SnippetAssembler(cfg, stream=name)
@@ -185,13 +190,14 @@ class Pipeline:
 
 # --------------------------------------------------------------------- clocks
 class RealClock:
-    """Monotonic seconds since the runtime started."""
-
-    def __init__(self):
-        self._t0 = time.monotonic()
+    """The real clock: time.monotonic (the same time line as the sources' SystemClock)."""
 
     def now(self) -> float:
-        return time.monotonic() - self._t0
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
 
 
 class VirtualClock:
@@ -211,10 +217,15 @@ class VirtualClock:
 
 
 def source_kinds(source) -> frozenset:
-    """What a source yields: its ``kinds`` attribute, else guessed from its type."""
+    """What an opened source yields: its ``kinds``, else its ``has_audio``/``has_video``
+    (FileSource), else guessed from its type name."""
     kinds = getattr(source, "kinds", None)
     if kinds:
         return frozenset(kinds)
+    if hasattr(source, "has_audio") and hasattr(source, "has_video"):
+        k = {n for n, flag in (("audio", source.has_audio), ("video", source.has_video)) if flag}
+        if k:
+            return frozenset(k)
     name = type(source).__name__.lower()
     if "microphone" in name or "audio" in name:
         return frozenset({"audio"})
@@ -277,7 +288,7 @@ class Runtime:
         self._stop = threading.Event()
         self._stop_reason = "stopped"
         self._threads: list[threading.Thread] = []
-        self._kinds = [source_kinds(s) for s in self.sources]
+        self._kinds: list[frozenset] = []  # what each source yields, known once it is open
         self._live = set(range(len(self.sources)))
         self._stream_live: dict[str, set] = {}
         self.faults: list[str] = []
@@ -304,11 +315,14 @@ class Runtime:
             for s in opened:
                 _quiet_close(s)
             raise
-        for i, (s, kinds) in enumerate(zip(self.sources, self._kinds)):
+        self._kinds = [source_kinds(s) for s in self.sources]
+        for i, s in enumerate(self.sources):
             self._stream_live.setdefault(s.name, set()).add(i)
         for name, idx in self._stream_live.items():
+            separate = len(idx) > 1
             self.pipeline.add_stream(name, video=any("video" in self._kinds[i] for i in idx),
-                                     wait_for_video=isinstance(self.clock, VirtualClock) and len(idx) > 1)
+                                     wait_for_video=isinstance(self.clock, VirtualClock) and separate,
+                                     separate_clocks=separate)
         for i, s in enumerate(self.sources):
             th = threading.Thread(target=self._reader, args=(i, s), name=f"avparse-source-{s.name}-{i}",
                                   daemon=True)
@@ -410,6 +424,9 @@ class Runtime:
         live = self._stream_live.get(name, set())
         live.discard(i)
         audio_left = any("audio" in self._kinds[j] for j in live)
+        if what == "end" and payload.startswith("error"):
+            self.faults.append(f"stream {name!r}: source {type(source).__name__} {payload}")
+            what = "error"
         if not live:
             self._end_stream(name, "source-lost" if what == "error" else payload)
         elif "audio" in self._kinds[i] and not audio_left:

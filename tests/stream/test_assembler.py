@@ -203,3 +203,11 @@ def test_camera_clock_drift_is_mapped_onto_audio_time():
     assert near == total and exact >= 0.8 * total
     # without the mapping every slot takes the camera's first frame (its clock is 100 s ahead)
     assert all(frame_index(f) == 0 for s in naive for f in s.frames)
+
+
+def test_tail_with_overlapping_hop_ends():
+    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, video=False, hop=0.5), stream="s")
+    out = run(asm, audio_chunks(2.6))
+    # complete: t0 = 0, 0.5, 1.0, 1.5; tails with >= 0.5 s of real audio: 2.0 (0.6 s); not 2.5 (0.1 s)
+    assert [s.t0 for s in out] == [0.0, 0.5, 1.0, 1.5, 2.0]
+    assert asm.stats()["padded_tail"] == 1
