@@ -7,7 +7,6 @@ import hashlib
 import json
 import shutil
 import subprocess
-from dataclasses import replace
 
 import numpy as np
 import pytest
