@@ -86,7 +86,7 @@ def _dense_rows(ids, gts, classes):
 def write_planted_layout(out_dir, spec: PlantedSpec, *, n_train: int, n_val: int, n_test: int = 0,
                          seed: int = 0) -> Path:
     """Write a planted-signal feature set in the LLP layout under ``out_dir``; returns it."""
-    from avparse.train.llp import LLP_FILES
+    from avparse.train.llp import LLP_FILES, feature_stem
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,7 +109,7 @@ def write_planted_layout(out_dir, spec: PlantedSpec, *, n_train: int, n_val: int
             used.add(vid)
             ids.append(f"{vid}_0_{spec.num_snippets}")
         for vid, (a, v2, v3, *_rest) in zip(ids, vids):
-            write_layout_video(out, vid, a, v2, v3)
+            write_layout_video(out, feature_stem(vid), a, v2, v3)  # LLP naming: <youtube id>.npy
         _write_weak(out / LLP_FILES[split], ids, [v[3] for v in vids], spec.classes)
         if split != "train":
             dense_a += _dense_rows(ids, [v[4] for v in vids], spec.classes)

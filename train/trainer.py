@@ -162,8 +162,12 @@ def train_step(net, opt, loss_cfg: LossConfig, split: FeatureSplit, idx: np.ndar
     a, v2, v3 = (torch.from_numpy(x).to(dev, non_blocking=True) for x in arrays)
     y = y_all[torch.from_numpy(idx)].to(dev, non_blocking=True)
     opt.zero_grad(set_to_none=True)
-    o = net(a, v2, v3)
-    loss = avvp_loss(loss_cfg, o.global_prob, o.a_prob, o.v_prob, y)
+    try:
+        o = net(a, v2, v3)
+        loss = avvp_loss(loss_cfg, o.global_prob, o.a_prob, o.v_prob, y)
+    except RuntimeError:  # e.g. BCE refusing NaN probabilities: name the video if the input is the cause
+        split.check_finite(idx, arrays)
+        raise
     loss.backward()
     opt.step()
     return loss.detach(), arrays

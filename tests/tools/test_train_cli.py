@@ -1,0 +1,143 @@
+"""`avparse pack`, `avparse train`, `avparse evaluate`, `avparse bench train` as a user runs them."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from avparse.core.profiles import LITE
+from avparse.tools import bench_train, evaluate, pack
+from avparse.tools import train as train_cli
+from avparse.train.featgen import PlantedSpec, write_planted_layout
+
+CLASSES = ("drum", "bell", "horn")
+TINY = ["--d-model", "16", "--dim-feedforward", "16", "--threads", "1", "--lr", "3e-3"]
+
+
+@pytest.fixture(scope="module")
+def layout(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    lay = write_planted_layout(root / "llp", PlantedSpec(CLASSES, LITE), n_train=48, n_val=12, n_test=12, seed=2)
+    (root / "classes.txt").write_text("\n".join(CLASSES) + "\n")
+    return root
+
+
+def _pack(layout, out):
+    return pack.main(["--data", str(layout / "llp"), "--classes", str(layout / "classes.txt"), "--profile", "lite",
+                      "--out", str(out), "--quiet"])
+
+
+def test_pack_train_evaluate(layout, tmp_path, capsys):
+    store = tmp_path / "store"
+    assert _pack(layout, store) == 0
+    assert {p.name for p in store.iterdir()} == {f"{s}.{e}" for s in ("train", "val", "test") for e in ("bin", "json")}
+    capsys.readouterr()
+    run = tmp_path / "run"
+    assert train_cli.main(["--data", str(store), "--out", str(run), "--epochs", "2", "--quiet", *TINY]) == 0
+    out = capsys.readouterr().out
+    val_lines = [ln for ln in out.splitlines() if ln.startswith("epoch ") and "Type@AV" in ln]
+    assert len(val_lines) == 2
+    assert (run / "best.pt").is_file() and (run / "training.png").is_file()
+    # a second run into the same folder needs --resume
+    assert train_cli.main(["--data", str(store), "--out", str(run), "--epochs", "2", "--quiet", *TINY]) == 2
+    assert "--resume" in capsys.readouterr().err
+    # evaluate: the data folder is recorded in the checkpoint
+    js = tmp_path / "test.json"
+    assert evaluate.main([str(run / "best.pt"), "--split", "test", "--json", str(js)]) == 0
+    printed = capsys.readouterr().out
+    rows = {ln.split()[0]: ln.split()[-2:] for ln in printed.splitlines()[2:7]}
+    assert list(rows) == ["audio", "visual", "audio-visual", "Type@AV", "Event@AV"]
+    result = json.loads(js.read_text())
+    assert result["videos"] == 12 and len(result["scores"]) == 10
+    assert float(rows["Type@AV"][0]) == pytest.approx(result["scores"]["seg_type"], abs=0.051)
+    assert float(rows["Event@AV"][1]) == pytest.approx(result["scores"]["evt_event"], abs=0.051)
+
+
+def test_train_from_the_llp_layout_directly(layout, tmp_path, capsys):
+    run = tmp_path / "run"
+    rc = train_cli.main(["--data", str(layout / "llp"), "--classes", str(layout / "classes.txt"), "--profile", "lite",
+                         "--out", str(run), "--epochs", "1", "--quiet", "--pooling", "mean", "--temporal", "gru",
+                         "--loss", "guided", "--noisy", "bootstrap", *TINY])
+    assert rc == 0, capsys.readouterr().err
+    assert (run / "best.pt").is_file()
+
+
+def test_user_errors_are_one_line(layout, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    import shutil
+
+    shutil.copytree(layout / "llp", bad)
+    vid = (bad / "AVVP_val_pd.csv").read_text().splitlines()[2].split("\t")[0]
+    (bad / "res152" / f"{vid[:11]}.npy").unlink()
+    rc = pack.main(["--data", str(bad), "--classes", str(layout / "classes.txt"), "--profile", "lite",
+                    "--out", str(tmp_path / "s"), "--quiet", "--splits", "val"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and vid in err[0] and "res152" in err[0]
+    # the paper profile expects 2048-d frames: a wrong-shape error, one line
+    rc = pack.main(["--data", str(layout / "llp"), "--classes", str(layout / "classes.txt"),
+                    "--out", str(tmp_path / "s2"), "--quiet", "--splits", "train"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "shape" in err[0]
+    # LLP classes against a CSV of other classes: the unknown class and the file
+    rc = train_cli.main(["--data", str(layout / "llp"), "--profile", "lite", "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "unknown event label" in err[0] and "AVVP_train.csv" in err[0]
+    rc = train_cli.main(["--data", str(tmp_path / "nowhere"), "--out", str(tmp_path / "r")])
+    assert rc == 2 and "no such data folder" in capsys.readouterr().err
+    rc = evaluate.main([str(tmp_path / "missing.pt")])
+    assert rc == 2 and "no such checkpoint" in capsys.readouterr().err
+    rc = train_cli.main(["--data", str(layout / "llp"), "--eps-v", "1.5", "--out", str(tmp_path / "r")])
+    assert rc == 2 and "eps_v" in capsys.readouterr().err
+
+
+def test_bench_train_quick(capsys):
+    assert bench_train.main(["--quick", "--threads", "1", "--workers", "0"]) == 0
+    out = capsys.readouterr().out
+    assert "(a) paper step" in out and "(b) avparse trainer step" in out and "ratio avparse / paper" in out
+    assert "projected full recipe" in out
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_processes_gloo_as_torchrun_starts_them(layout, tmp_path):
+    """Two CPU processes with torchrun's environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR/PORT):
+    DDP over gloo trains one epoch and rank 0 alone prints and writes the files. (torchrun itself only adds
+    the rendezvous agent; `torchrun --standalone --nproc_per_node 2 -m avparse.tools.cli train ...` runs
+    the same code.)"""
+    store = tmp_path / "store"
+    assert _pack(layout, store) == 0
+    run = tmp_path / "run"
+    port = str(_free_port())
+    procs = []
+    for rank in range(2):
+        env = dict(os.environ, OMP_NUM_THREADS="1", RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE="2",
+                   LOCAL_WORLD_SIZE="2", MASTER_ADDR="127.0.0.1", MASTER_PORT=port)
+        cmd = [sys.executable, "-m", "avparse.tools.cli", "train", "--data", str(store), "--out", str(run),
+               "--epochs", "1", "--quiet", *TINY]
+        procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env))
+    outs = []
+    try:
+        for p in procs:
+            outs.append(p.communicate(timeout=180))
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+    assert [p.returncode for p in procs] == [0, 0], [o[1][-2000:] for o in outs]
+    assert (run / "best.pt").is_file() and (run / "resume.pt").is_file()
+    assert outs[0][0].count("epoch 1/1") == 1 and outs[1][0] == ""  # only rank 0 prints
+    import torch
+
+    st = torch.load(run / "resume.pt", weights_only=True)
+    assert st["epoch"] == 1 and len(st["rng"]) == 2
+    assert np.isfinite(st["history"][0]["train_loss"])

@@ -1,0 +1,164 @@
+"""The trainer: learns a planted signal, is reproducible and resumable, covers Table 2's switches."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from avparse.core.checkpoint import load_model
+from avparse.core.han import HANConfig, build_han
+from avparse.core.profiles import LITE
+from avparse.train.dataset import DataConfig, FeatureError, PackedSplit, open_split
+from avparse.train.evaluate import score_split
+from avparse.train.featgen import PlantedSpec, write_planted_layout
+from avparse.train.losses import LossConfig
+from avparse.train.pack import pack_split
+from avparse.train.trainer import Callbacks, TrainConfig, model_config_for, train
+
+CLASSES = ("c0", "c1", "c2", "c3")
+SMALL = HANConfig(d_model=32, dim_feedforward=32)
+
+
+def _store(root, n_train, n_val, seed):
+    lay = write_planted_layout(root / "llp", PlantedSpec(CLASSES, LITE), n_train=n_train, n_val=n_val, seed=seed)
+    cfg = DataConfig(str(lay), profile=LITE, classes=CLASSES)
+    for s in ("train", "val"):
+        pack_split(cfg, s, root / "store")
+    d = DataConfig(str(root / "store"))
+    return open_split(d, "train"), open_split(d, "val")
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("planted"), 192, 48, seed=0)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return _store(tmp_path_factory.mktemp("tiny"), 40, 12, seed=1)
+
+
+def _cfg(**kw):
+    kw.setdefault("num_threads", 1)
+    kw.setdefault("lr", 3e-3)
+    return TrainConfig(**kw)
+
+
+def test_training_learns_the_planted_signal(planted, tmp_path):
+    tr, va = planted
+    torch.manual_seed(1)
+    untrained = score_split(build_han(model_config_for(SMALL, tr)), va)
+    res = train(SMALL, _cfg(epochs=6, lr_step=100), tr, va, tmp_path / "run")
+    best = load_model(res.best_path)
+    trained = score_split(best.model, va)
+    assert trained == pytest.approx(res.history[res.best_epoch - 1]["val"])
+    for k in ("seg_a", "seg_v", "seg_event", "evt_a", "evt_v", "evt_event"):
+        assert trained[k] > untrained[k] + 15, (k, untrained[k], trained[k])
+    assert res.history[-1]["train_loss"] < res.history[0]["train_loss"]
+
+
+def test_outputs_checkpoint_and_recipe(tiny, tmp_path):
+    tr, va = tiny
+    res = train(SMALL, _cfg(epochs=3, lr_step=2), tr, va, tmp_path / "run")
+    assert [h["epoch"] for h in res.history] == [1, 2, 3]
+    # StepLR(step 2, gamma 0.1) stepped once per epoch: lr of epochs 1, 2, 3
+    assert [h["lr"] for h in res.history] == pytest.approx([3e-3, 3e-3, 3e-4])
+    # best by segment-level Type@AV, ties to the later epoch (paper: F >= best_F)
+    scores = [h["val"]["seg_type"] for h in res.history]
+    assert res.best_epoch == max(i + 1 for i, s in enumerate(scores) if s == max(scores))
+    m = load_model(res.best_path)
+    assert m.classes == CLASSES and m.profile == LITE and m.config.d_model == 32
+    extra = m.meta["extra"]
+    assert extra["epoch"] == res.best_epoch and extra["val"]["seg_type"] == pytest.approx(max(scores))
+    assert TrainConfig.from_dict(extra["train_config"]) == _cfg(epochs=3, lr_step=2)
+    png = tmp_path / "run" / "training.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 10_000
+    assert json.loads((tmp_path / "run" / "history.json").read_text())[-1]["epoch"] == 3
+
+
+def _state(path):
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def test_same_seed_same_checkpoint(tiny, tmp_path):
+    tr, va = tiny
+    runs = [train(SMALL, _cfg(epochs=2, validate=False), tr, None, tmp_path / f"r{i}") for i in range(2)]
+    a, b = (_state(r.best_path)["state_dict"] for r in runs)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    other = _state(train(SMALL, _cfg(epochs=2, validate=False, seed=2), tr, None, tmp_path / "r2").best_path)
+    assert not all(torch.equal(a[k], other["state_dict"][k]) for k in a)
+
+
+class _Interrupt(Callbacks):
+    def __init__(self, after):
+        self.after = after
+
+    def on_epoch_end(self, record):
+        if record["epoch"] == self.after:
+            raise KeyboardInterrupt
+
+
+def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path):
+    tr, va = tiny
+    cfg = _cfg(epochs=3, lr_step=2)
+    full = train(SMALL, cfg, tr, va, tmp_path / "full")
+    with pytest.raises(KeyboardInterrupt):
+        train(SMALL, cfg, tr, va, tmp_path / "cut", callbacks=_Interrupt(2))
+    assert _state(tmp_path / "cut" / "resume.pt")["epoch"] == 2
+    resumed = train(SMALL, cfg, tr, va, tmp_path / "cut", resume=True)
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+    s1, s2 = _state(tmp_path / "full" / "resume.pt"), _state(tmp_path / "cut" / "resume.pt")
+    for key in ("model",):
+        assert all(torch.equal(s1[key][k], s2[key][k]) for k in s1[key])
+    assert [h["val"] for h in full.history] == [h["val"] for h in resumed.history]
+    assert [h["train_loss"] for h in full.history] == [h["train_loss"] for h in resumed.history]
+    b1, b2 = _state(full.best_path)["state_dict"], _state(resumed.best_path)["state_dict"]
+    assert all(torch.equal(b1[k], b2[k]) for k in b1)
+    # resuming with other settings is refused
+    with pytest.raises(FeatureError, match="other training settings"):
+        train(SMALL, _cfg(epochs=4, lr=1e-2), tr, va, tmp_path / "cut", resume=True)
+
+
+@pytest.mark.parametrize("model_kw,loss_kw", [
+    (dict(), dict(terms="weak")),                    # L_wsl only
+    (dict(), dict(terms="guided")),                  # L_g only
+    (dict(pooling="max"), dict()),
+    (dict(pooling="mean"), dict()),
+    (dict(temporal="none"), dict()),
+    (dict(temporal="gru"), dict()),
+    (dict(temporal="transformer"), dict()),
+    (dict(), dict(noisy="none")),
+    (dict(), dict(noisy="bootstrap")),
+    (dict(), dict(noisy="bootstrap", bootstrap_mode="hard")),
+])
+def test_table2_switches_train(tiny, tmp_path, model_kw, loss_kw):
+    tr, va = tiny
+    mc = HANConfig(d_model=32, dim_feedforward=32, **model_kw)
+    res = train(mc, _cfg(epochs=1, loss=LossConfig(**loss_kw)), tr, va, tmp_path / "run")
+    m = load_model(res.best_path)
+    for k, v in model_kw.items():
+        assert getattr(m.config, k) == v
+    assert TrainConfig.from_dict(m.meta["extra"]["train_config"]).loss == LossConfig(**loss_kw)
+    assert np.isfinite(res.history[0]["train_loss"])
+
+
+def test_nan_in_training_features_names_the_video(tmp_path):
+    tr, va = _store(tmp_path, 24, 8, seed=5)
+    meta = json.loads((tmp_path / "store" / "train.json").read_text())
+    spec = meta["arrays"]["audio"]
+    arr = np.memmap(tmp_path / "store" / "train.bin", dtype=spec["dtype"], mode="r+", offset=spec["offset"],
+                    shape=tuple(spec["shape"]))
+    arr[9, 0, 0] = np.nan
+    arr.flush()
+    del arr
+    tr = PackedSplit(tmp_path / "store" / "train.json")
+    with pytest.raises(FeatureError) as e:
+        train(SMALL, _cfg(epochs=1, log_every=1), tr, va, tmp_path / "run")
+    assert meta["ids"][9] in str(e.value) and "NaN" in str(e.value)
+
+
+def test_validation_needs_dense_annotations(tiny, tmp_path):
+    tr, va = tiny
+    with pytest.raises(FeatureError, match="dense"):
+        train(SMALL, _cfg(epochs=1), tr, tr, tmp_path / "run")
