@@ -1,0 +1,132 @@
+"""`avparse parse`: print the onset/offset events of a media file.
+
+    avparse parse FILE [--model CKPT] [--json] [pipeline and tracker options]
+
+Offline parsing is the live pipeline fed as fast as the machine goes: the
+file's audio and video are decoded together with their timestamps
+(FileSource), assembled into snippets, run through the checkpoint's extractors
+and HAN in sliding windows, and tracked into events, exactly as ``avparse
+run`` would publish them for the same file. See docs/pipeline.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .errors import UserError, fail
+
+DEMO_MODEL = "demo.pt"  # bundled demo checkpoint in avparse.core's assets (used when --model is absent)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from avparse.stream.inference import InferenceConfig
+    from avparse.stream.tracker import TrackerConfig
+
+    inf, trk = InferenceConfig(), TrackerConfig()
+    p = argparse.ArgumentParser(prog="avparse parse", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("file", metavar="FILE", help="media file (any format FFmpeg reads) or URL")
+    p.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled demo model, if installed)")
+    p.add_argument("--json", action="store_true", help="one JSON object per event per line (the event encoding)")
+    p.add_argument("--stream", default=None, help="stream name in the events (default: the file's stem)")
+    g = p.add_argument_group("pipeline")
+    g.add_argument("--hop", type=float, default=inf.hop, help="seconds between snippets (< 1: overlapping)")
+    g.add_argument("--window", type=int, default=inf.window, help="snippets per HAN window")
+    g.add_argument("--lookahead", type=int, default=inf.lookahead, help="1 s steps of future context")
+    g.add_argument("--max-batch", type=int, default=inf.max_batch, help="snippets per extractor batch")
+    g.add_argument("--device", default=inf.device, help="torch device")
+    g.add_argument("--backend", default=inf.backend, help="extractor backend: eager, compile, tensorrt")
+    g.add_argument("--extractor-weights", metavar="DIR", default=None,
+                   help="folder with the published extractor weights (when the checkpoint bundles none)")
+    g = p.add_argument_group("tracker")
+    g.add_argument("--on", type=float, default=trk.on_threshold, help="probability that turns a class on")
+    g.add_argument("--off", type=float, default=None, help="probability below which it turns off (default: --on)")
+    g.add_argument("--min-on", type=float, default=trk.min_on, help="seconds on before an onset is reported")
+    g.add_argument("--min-off", type=float, default=trk.min_off, help="seconds off before an offset is reported")
+    g.add_argument("--gate", action="store_true",
+                   help="the paper's video-level gate: also require the window's video-level probability >= 0.5")
+    return p
+
+
+def _model_path(arg: str | None) -> Path:
+    if arg:
+        path = Path(arg)
+        if not path.is_file():
+            raise UserError(f"{arg}: no such checkpoint file; pass --model with a checkpoint written by avparse train")
+        return path
+    from importlib.resources import files
+
+    demo = Path(str(files("avparse.core") / "assets" / DEMO_MODEL))
+    if not demo.is_file():
+        raise UserError("no --model given and no bundled demo model is installed; pass --model CKPT")
+    return demo
+
+
+def format_event(e) -> str:
+    """One human-readable line per event."""
+    what = f"{e.kind:<6}  {e.label:<28} {e.modality:<11}"
+    tail = f"p={e.score:.2f}  decided at {e.decided_at:.2f} s"
+    if e.kind == "offset":
+        tail += f"  ({e.reason}, on since {e.onset_time:.2f} s)" if e.onset_time is not None else f"  ({e.reason})"
+    return f"{e.media_time:8.2f} s  {what} {tail}"
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as e:
+        return fail(str(e), e.code)
+
+
+def _run(args) -> int:
+    from avparse.core.checkpoint import CheckpointError, load_model
+    from avparse.core.media import MediaError
+    from avparse.stream.offline import parse_source
+    from avparse.stream.pipeline import pipeline_config
+    from avparse.stream.sources import FileSource, SourceError
+    from avparse.stream.tracker import TrackerConfig
+
+    path = _model_path(args.model)
+    if not (args.file.startswith(("http://", "https://", "rtsp://", "udp://")) or Path(args.file).is_file()):
+        raise UserError(f"{args.file}: no such media file")
+    try:
+        tracker = TrackerConfig(on_threshold=args.on, off_threshold=args.on if args.off is None else args.off,
+                                min_on=args.min_on, min_off=args.min_off, video_gate=args.gate)
+    except ValueError as e:
+        raise UserError(f"tracker options: {e}") from None
+    try:
+        loaded = load_model(path, device=args.device)
+    except CheckpointError as e:
+        raise UserError(f"{e}; pass --model with a checkpoint written by avparse train") from None
+    try:
+        config = pipeline_config(profile=loaded.profile, hop=args.hop, window=args.window,
+                                 lookahead=args.lookahead, max_batch=args.max_batch,
+                                 device=args.device, backend=args.backend, tracker=tracker)
+    except ValueError as e:
+        raise UserError(f"pipeline options: {e}") from None
+    extractor = _extractor(loaded, args)
+    source = FileSource(args.file, sample_rate=loaded.profile.sample_rate, name=args.stream)
+    try:
+        events = parse_source(config, loaded, extractor, source)
+    except (MediaError, SourceError) as e:
+        raise UserError(str(e)) from None
+    for e in events:
+        print(json.dumps(e.to_dict()) if args.json else format_event(e))
+    if not args.json and not events:
+        print("no events", file=sys.stderr)
+    return 0
+
+
+def _extractor(loaded, args):
+    from avparse.core.extractors import build_extractor
+    from avparse.core.weights import WeightsError
+
+    weights = loaded.extractor_state if loaded.extractor_state is not None else args.extractor_weights
+    try:
+        return build_extractor(loaded.profile, weights=weights, backend=args.backend, device=args.device)
+    except (WeightsError, FileNotFoundError, ValueError) as e:
+        raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None
