@@ -297,6 +297,7 @@ class Runtime:
         self.sink_errors = 0
         self.queue_drops: dict[str, int] = {}
         self.max_depth = 0
+        self._lag_sum, self._lag_n, self._lag_max = 0.0, 0, 0.0
         self._started = False
         self._running = False
 
@@ -410,6 +411,11 @@ class Runtime:
                 self.clock.advance(t)
             if isinstance(payload, AudioChunk):
                 self._audio_end[name] = payload.end
+            if payload.wall_time and not isinstance(self.clock, VirtualClock):
+                lag = self.clock.now() - payload.wall_time  # capture -> taken off the queue
+                self._lag_max = max(self._lag_max, lag)
+                self._lag_sum += lag
+                self._lag_n += 1
             self._emit(self.pipeline.feed(payload, self.clock.now()))
             # audio ended cleanly, video went on: end once the video has passed the audio's end
             done = self._audio_done.get(name)
@@ -472,6 +478,8 @@ class Runtime:
             "missing_frames": sum(s.get("missing_frames", 0) for s in d["streams"].values()),
             "audio_gaps": sum(s.get("audio_gaps", 0) for s in d["streams"].values()),
         }
+        d["input_lag"] = {"mean": round(self._lag_sum / self._lag_n, 6) if self._lag_n else None,
+                          "max": round(self._lag_max, 6) if self._lag_n else None}
         d["faults"] = list(self.faults[-20:])
         d["sink_errors"] = self.sink_errors
         d["running"] = self._running

@@ -114,8 +114,15 @@ def _run(args) -> int:
         events = parse_source(config, loaded, extractor, source)
     except (MediaError, SourceError) as e:
         raise UserError(str(e)) from None
-    for e in events:
-        print(json.dumps(e.to_dict()) if args.json else format_event(e))
+    try:
+        for e in events:
+            print(json.dumps(e.to_dict()) if args.json else format_event(e))
+        sys.stdout.flush()
+    except BrokenPipeError:  # `avparse parse FILE | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     if not args.json and not events:
         print("no events", file=sys.stderr)
     return 0

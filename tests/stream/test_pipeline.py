@@ -245,3 +245,41 @@ def test_open_errors_surface_at_start():
     with pytest.raises(OSError, match="index 7"):
         rt.run()
     assert ok.closed
+
+
+class ToyScene:
+    """A scene (core.scene.Scene protocol) with a beep heard in [2, 5) and a light seen in [3, 6)."""
+
+    sample_rate, fps, duration, width, height = SR, 10.0, 8.0, 4, 4
+    classes = CLASSES
+
+    def render_audio(self, start, count):
+        t = (start + np.arange(count)) / SR
+        return (0.5 * np.sin(2 * np.pi * 440 * t) * ((2 <= t) & (t < 5))).astype(np.float32)
+
+    def render_frame(self, index):
+        return np.full((4, 4, 3), 230 if 3 <= index / self.fps < 6 else 20, np.uint8)
+
+    def ground_truth(self):
+        from avparse.core.scene import TrueEvent
+
+        return [TrueEvent("Beep", "audio", 2.0, 5.0), TrueEvent("Light", "visual", 3.0, 6.0)]
+
+
+@pytest.mark.parametrize("paced", [False, True])
+def test_scene_source_events_match_ground_truth(paced):
+    from avparse.stream.sources import SceneSource, SimClock
+    from avparse.stream.tracker import events_to_segments
+
+    scene = ToyScene()
+    src = SceneSource(scene, name="scene", paced=paced, clock=SimClock() if paced else None)
+    cfg = config(window=4, lookahead=1)
+    rt = Runtime(cfg, ToyHAN(), ToyExtractor(), [src], clock=VirtualClock(), classes=CLASSES)
+    log = EventLog()
+    rt.add_sink(log)
+    rt.run()
+    segs = events_to_segments(log.events)
+    assert sorted((s.label, s.modality, s.onset, s.offset) for s in segs) == sorted(
+        (g.label, g.modality, g.onset, g.offset) for g in scene.ground_truth())
+    assert log.events == parse_source(cfg, ToyHAN(), ToyExtractor(), SceneSource(scene, name="scene"),
+                                      classes=CLASSES)
