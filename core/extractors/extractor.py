@@ -143,18 +143,30 @@ class Extractor(nn.Module):
                 emb = self.audio_post(emb)
         return emb
 
-    def encode_frames(self, frames) -> tuple[torch.Tensor, torch.Tensor]:
-        """uint8 [N, F, H, W, 3] -> (v2d [N, F, v2d_dim], v3d [N, v3d_dim])."""
+    def _frames(self, frames) -> torch.Tensor:
         p = self.profile
         frames = self._as_tensor(frames, torch.uint8)
         if frames.dim() != 5 or frames.shape[1] != p.frames_per_snippet or frames.shape[-1] != 3:
             raise ValueError(f"expected frames uint8 [N, {p.frames_per_snippet}, H, W, 3] RGB, got shape {tuple(frames.shape)}")
-        n = frames.shape[0]
-        dtype = self.compute_dtype
+        return frames
+
+    def encode_v2d(self, frames) -> torch.Tensor:
+        """uint8 [N, F, H, W, 3] -> [N, F, v2d_dim] (one 2D-CNN vector per frame)."""
+        frames = self._frames(frames)
         with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
-            v2d = self._run("v2d", frames_to_images(frames, p, dtype), self.options.max_images)
-            v3d = self._run("v3d", frames_to_clips(frames, p, dtype), self.options.max_clips)
-        return v2d.reshape(n, p.frames_per_snippet, -1), v3d
+            v2d = self._run("v2d", frames_to_images(frames, self.profile, self.compute_dtype), self.options.max_images)
+        return v2d.reshape(frames.shape[0], frames.shape[1], -1)
+
+    def encode_v3d(self, frames) -> torch.Tensor:
+        """uint8 [N, F, H, W, 3] -> [N, v3d_dim] (one clip vector per snippet)."""
+        frames = self._frames(frames)
+        with torch.set_grad_enabled(self.training and torch.is_grad_enabled()):
+            return self._run("v3d", frames_to_clips(frames, self.profile, self.compute_dtype), self.options.max_clips)
+
+    def encode_frames(self, frames) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 [N, F, H, W, 3] -> (v2d [N, F, v2d_dim], v3d [N, v3d_dim])."""
+        frames = self._frames(frames)
+        return self.encode_v2d(frames), self.encode_v3d(frames)
 
     def forward(self, audio, frames) -> Features:
         a = self.encode_audio(audio)
