@@ -5,7 +5,9 @@
 1. connect a SUB socket and subscribe (heartbeats always, so restarts and
    liveness are visible whatever the filter);
 2. wait for the first message (the publisher sends a heartbeat as soon as it
-   sees a new subscription), which proves the subscription is in place;
+   sees a new subscription), which proves the subscription is in place (if
+   none comes within ``handshake_timeout``, nobody is publishing yet: the
+   snapshot is asked for when the first message of a publisher arrives);
 3. ask each snapshot service for its state: the events open now and the
    sequence number ``N`` it has published up to;
 4. hand out the open events (``from_snapshot=True``), then the live messages
@@ -146,8 +148,9 @@ class Subscriber:
             # The first message proves the subscription reached the publisher: only
             # then is a snapshot sure to be followed by every later message.
             buffered = [s.recv_multipart()] if s.poll(self.handshake_timeout * 1000) else []
-            for ep in self.snapshots:
-                self._snapshot(ep)
+            if buffered:  # nobody publishing yet: ask when the first message comes (in _handle)
+                for ep in self.snapshots:
+                    self._snapshot(ep)
         except BaseException:
             self.close()
             raise

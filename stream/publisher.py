@@ -56,7 +56,7 @@ class PublisherConfig:
     name: str | None = None              # stable publisher name on the wire; None: "<host>/<pub endpoint>"
     heartbeat_interval: float = 1.0      # seconds between heartbeats
     sndhwm: int = 10000                  # messages queued per subscriber before ZeroMQ drops for it
-    linger_ms: int = 500                 # how long close() may spend flushing queued messages
+    linger_ms: int = 2000                # ms close() may spend flushing queued messages to slow peers
     log_path: str | None = None          # JSON-lines event log (appended); None: no log
     fsync: bool = False                  # also fsync the log after every event (slower, survives power loss)
     curve_secret_key: str | None = None  # server key file with the secret key (from `avparse keys`): enables CURVE

@@ -186,11 +186,38 @@ def test_curve_subscriber(tmp_path):
         with Subscriber(p.pub_endpoint, snapshot=p.snapshot_endpoint, curve=keys) as sub:
             m = sub.recv(1.0)
             assert m.from_snapshot and m.event.label == "Dog"
-        # the snapshot service refuses a client without a key on the allow-list
+        # a client without a key on the allow-list gets nothing, live or from the snapshot
         zmq.auth.create_certificates(str(tmp_path), "other")
         other = CurveClientKeys.from_files(str(tmp_path / "server.key"), str(tmp_path / "other.key_secret"))
-        with pytest.raises(SubscriberError):
-            Subscriber(p.pub_endpoint, snapshot=p.snapshot_endpoint, curve=other,
-                       handshake_timeout=0.3, snapshot_timeout=0.3).open()
+        with Subscriber(p.pub_endpoint, snapshot=p.snapshot_endpoint, curve=other,
+                        types=("onset", "offset", "heartbeat"), handshake_timeout=0.5, snapshot_timeout=0.5) as sub:
+            p.emit(ev("onset", "Cat"))
+            assert sub.recv(1.0) is None
+            assert sub.open_events == [] and sub.counters["received"] == 0
+            with pytest.raises(SubscriberError, match="no answer"):
+                sub._snapshot(p.snapshot_endpoint)
     finally:
         p.close()
+
+
+def test_subscriber_started_before_the_publisher_gets_the_snapshot_later():
+    import socket
+
+    def free_port():
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            return s.getsockname()[1]
+
+    pub_ep, snap_ep = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}"
+    sub = Subscriber(pub_ep, snapshot=snap_ep, handshake_timeout=0.3).open()  # nobody publishing yet
+    p = Publisher(PublisherConfig(pub=pub_ep, snapshot=snap_ep, heartbeat_interval=0.25)).open()
+    try:
+        p.emit(ev("onset", "Dog"))   # may go out before the subscriber's connection is up
+        items = drain(sub, 1.0)
+        p.emit(ev("offset", "Dog", t=2.0, on=1.0))
+        items += drain(sub, 0.3)
+    finally:
+        sub.close()
+        p.close()
+    assert not [i for i in items if isinstance(i, (Gap, Restart))]
+    assert [(m.event.kind, m.event.label) for m in events(items)] == [("onset", "Dog"), ("offset", "Dog")]
