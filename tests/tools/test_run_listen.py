@@ -384,3 +384,36 @@ def test_run_on_a_generated_scene_matches_its_ground_truth(tmp_path):
     recall = sum(any(match(t, f) for f in per_mod) for t in truth) / max(1, len(truth))
     precision = sum(any(match(t, f) for t in truth) for f in per_mod) / max(1, len(per_mod))
     assert recall >= 0.6 and precision >= 0.6, (recall, precision, truth, per_mod)
+
+
+def test_fuzzed_run_configs_give_user_errors_only(tmp_path):
+    """Mutated TOML files: load_toml either parses them or raises UserError (one line), nothing else."""
+    import random
+
+    from avparse.tools.errors import UserError
+
+    good = ('hop = 0.5\nfast = true\n[publish]\npub = "tcp://127.0.0.1:7000"\nsnapshot = false\nlog = "e.jsonl"\n'
+            '[[stream]]\nname = "a"\nscene = 1\nscene_duration = 5\n[[stream]]\nname = "c"\ncamera = 0\nmic = "default"\n')
+    rng = random.Random(7)
+    alphabet = list('[]="\'.,{}#\n \\abcz019-_') + ["true", "1e999", "nan", "\x00", "é"]
+    f = tmp_path / "fuzz.toml"
+    outcomes = {"ok": 0, "user": 0}
+    for _ in range(400):
+        text = list(good)
+        for _ in range(rng.randint(1, 5)):
+            pos = rng.randrange(len(text))
+            r = rng.random()
+            if r < 0.4:
+                text[pos] = rng.choice(alphabet)
+            elif r < 0.7:
+                text.insert(pos, rng.choice(alphabet))
+            else:
+                del text[pos]
+        f.write_bytes("".join(text).encode("utf-8", "surrogatepass"))
+        try:
+            run_tool.load_toml(str(f))
+            outcomes["ok"] += 1
+        except UserError as e:
+            assert "\n" not in str(e) and str(f) in str(e)
+            outcomes["user"] += 1
+    assert outcomes["user"] > 100  # the mutations do break files, and each break is a UserError
