@@ -213,7 +213,7 @@ class Inference:
         for i, w in enumerate(windows):
             by_len.setdefault(len(w[3]), []).append(i)
         results: list = [None] * len(windows)
-        device = next(self.model.parameters()).device if hasattr(self.model, "parameters") else cfg.device
+        device = next((q.device for q in getattr(self.model, "parameters", lambda: iter(()))()), cfg.device)
         t = self._time()
         with torch.inference_mode():
             for idx in by_len.values():

