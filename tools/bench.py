@@ -3,7 +3,10 @@
 Each suite lives in its own module ``avparse.tools.bench_<suite>`` with
 ``main(argv) -> int``: core (HAN inference, metrics), extract (feature
 extractors per profile and backend), train (training throughput), live (end to
-end latency and capacity of the live runtime).
+end latency and capacity of the live runtime). ``avparse bench`` with no suite,
+or ``avparse bench all [--quick]``, runs every suite in turn, each with its own
+defaults (``--quick``: every suite's smoke mode), and ends with one line per
+suite saying whether it ran.
 """
 
 from __future__ import annotations
@@ -20,14 +23,42 @@ SUITES = {
 }
 
 
+def run_all(avail: dict, rest: list) -> int:
+    """Every available suite in turn; ``--quick`` is passed on to each (the only shared flag)."""
+    unknown = [a for a in rest if a != "--quick"]
+    if unknown:
+        print(f"avparse: error: avparse bench all takes only --quick, got {' '.join(unknown)}; "
+              "give one suite for its own options", file=sys.stderr)
+        return 2
+    results = {}
+    for suite in avail:
+        print(f"\n==== avparse bench {suite} {' '.join(rest)}".rstrip() + " ====", flush=True)
+        try:
+            results[suite] = int(importlib.import_module(f"avparse.tools.bench_{suite}").main(list(rest)) or 0)
+        except KeyboardInterrupt:
+            raise
+        except SystemExit as e:  # argparse refusing a flag
+            results[suite] = e.code if isinstance(e.code, int) else 1
+        except Exception as e:  # one suite failing does not hide the others' figures
+            print(f"avparse: bench {suite} failed: {type(e).__name__}: {e}", file=sys.stderr)
+            results[suite] = 1
+    print("\n==== summary ====")
+    for suite, rc in results.items():
+        print(f"  {suite:<8} {'ok' if rc == 0 else f'FAILED (exit {rc})'}")
+    return 0 if all(rc == 0 for rc in results.values()) else 1
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     avail = {s: t for s, t in SUITES.items() if importlib.util.find_spec(f"avparse.tools.bench_{s}")}
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: avparse bench SUITE [options]   (avparse bench SUITE --help)\n\nsuites:")
+    if argv and argv[0] in ("-h", "--help"):
+        print("usage: avparse bench [SUITE | all] [options]   (avparse bench SUITE --help)\n\n"
+              "No suite, or all: every suite in turn (options: --quick).\n\nsuites:")
         for s, t in avail.items():
             print(f"  {s:<8} {t}")
-        return 0 if argv else 2
+        return 0
+    if not argv or argv[0] == "all" or argv[0] == "--quick":
+        return run_all(avail, argv[1:] if argv and argv[0] == "all" else argv)
     suite, rest = argv[0], argv[1:]
     if suite not in avail:
         print(f"avparse: error: unknown benchmark suite {suite!r}; known: {', '.join(avail)}", file=sys.stderr)
