@@ -52,6 +52,9 @@ class AssemblerConfig:
     sync_window: int = 64             # capture sync: chunks per clock used for the offset estimate
     tail_min_fraction: float = 0.5    # at the end, emit a partial last snippet (zero-padded) if at least
                                       # this fraction of its audio is in
+    max_gap: float = 10.0             # an audio gap longer than this (s) is a clock jump: the snippets in
+                                      # it are skipped (grid indices jump, the grid's phase stays), not zero-filled
+    max_frames: int = 512             # frames buffered at most (a stalled audio clock must not grow memory)
 
     def __post_init__(self):
         if not 0 < self.hop <= self.snippet_seconds:
@@ -108,6 +111,9 @@ COUNTERS = (
     "video_timeouts",    # snippets emitted without waiting any longer for their frames
     "black_snippets",    # snippets emitted with black frames (no frame at all)
     "padded_tail",       # partial last snippets zero-padded at the end
+    "audio_jumps",       # audio gaps longer than max_gap: snippets skipped instead of zero-filled
+    "skipped_snippets",  # grid snippets skipped by those jumps
+    "dropped_frames",    # frames dropped because more than max_frames were buffered
 )
 
 
@@ -141,7 +147,9 @@ class SnippetAssembler:
     # ------------------------------------------------------------------ input
     def push(self, chunk) -> list[Snippet]:
         if isinstance(chunk, AudioChunk):
-            self._push_audio(chunk)
+            jumped = self._push_audio(chunk)
+            if jumped:
+                return jumped + self._emit_ready()
         elif isinstance(chunk, VideoFrame):
             self._push_frame(chunk)
         elif isinstance(chunk, EndOfStream):
@@ -174,7 +182,7 @@ class SnippetAssembler:
             self._next += 1
         return out
 
-    def _push_audio(self, ch: AudioChunk) -> None:
+    def _push_audio(self, ch: AudioChunk) -> list[Snippet]:
         c = self.config
         if ch.sample_rate != c.sample_rate:
             raise ValueError(
@@ -185,6 +193,9 @@ class SnippetAssembler:
             self._clock.observe_audio(ch.t, ch.wall_time)
         x = np.asarray(ch.samples, np.float32).reshape(-1)
         start = int(round(ch.t * c.sample_rate))
+        out: list[Snippet] = []
+        if self._started and start - self._end > c.max_gap * c.sample_rate:
+            out = self._jump(start)
         if start > self._end:
             gap = start - self._end
             # before the first block: silence up to it, not a dropped block
@@ -199,6 +210,27 @@ class SnippetAssembler:
             x = x[cut:]
         self._started = True
         self._append_samples(x)
+        return out
+
+    def _jump(self, start: int) -> list[Snippet]:
+        """A clock jump: finish the snippets begun before it (zero-padded), skip to the grid
+        snippet that holds ``start``; its samples before ``start`` are then zero-filled."""
+        c = self.config
+        S, H = c.samples_per_snippet, c.hop_samples
+        origin = int(round(c.origin * c.sample_rate))
+        out = []
+        while origin + self._next * H < self._end:
+            self._append_samples(np.zeros(max(0, origin + self._next * H + S - self._end), np.float32))
+            out.append(self._make(self._next))
+            self._next += 1
+        k = max(self._next, (start - origin) // H)
+        self.counters["audio_jumps"] += 1
+        self.counters["skipped_snippets"] += k - self._next
+        self._next = k
+        self._base = self._end = origin + k * H
+        self._buf = np.zeros(0, np.float32)
+        self._gaps = []
+        return out
 
     def _append_samples(self, x: np.ndarray) -> None:
         if len(x):
@@ -218,6 +250,11 @@ class SnippetAssembler:
         self._frames_t.insert(i, t)
         self._frames.insert(i, fr.image)
         self._last_shape = fr.image.shape
+        if len(self._frames) > c.max_frames:
+            n = len(self._frames) - c.max_frames
+            del self._frames_t[:n]
+            del self._frames[:n]
+            self.counters["dropped_frames"] += n
 
     # ----------------------------------------------------------------- output
     def _slot_centres(self, k: int) -> np.ndarray:

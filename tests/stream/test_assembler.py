@@ -201,8 +201,11 @@ def test_camera_clock_drift_is_mapped_onto_audio_time():
         exact += sum(g == w for g, w in zip(got, want))
         near += sum(abs(g - w) <= 1 for g, w in zip(got, want))
     assert near == total and exact >= 0.8 * total
-    # without the mapping every slot takes the camera's first frame (its clock is 100 s ahead)
-    assert all(frame_index(f) == 0 for s in naive for f in s.frames)
+    # without the mapping every slot of a snippet takes the camera's oldest buffered frame
+    # (its clock is 100 s ahead): one frame repeated, almost never the right one
+    assert all(len({frame_index(f) for f in s.frames}) == 1 for s in naive)
+    wrong = sum(frame_index(f) != w for s in naive for f, w in zip(s.frames, expected_slots(s.index, fps)))
+    assert wrong >= 0.9 * total
 
 
 def test_tail_with_overlapping_hop_ends():
@@ -211,3 +214,23 @@ def test_tail_with_overlapping_hop_ends():
     # complete: t0 = 0, 0.5, 1.0, 1.5; tails with >= 0.5 s of real audio: 2.0 (0.6 s); not 2.5 (0.1 s)
     assert [s.t0 for s in out] == [0.0, 0.5, 1.0, 1.5, 2.0]
     assert asm.stats()["padded_tail"] == 1
+
+
+def test_clock_jump_skips_snippets_instead_of_zero_filling():
+    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, video=False, max_gap=5.0), stream="s")
+    x = signal(SR)
+    chunks = [AudioChunk("s", 0.0, x, SR), AudioChunk("s", 1.0, x[: SR // 2], SR),  # 1.5 s, then a jump
+              AudioChunk("s", 3600.25, x, SR), AudioChunk("s", 3601.25, x, SR)]
+    out = run(asm, chunks)
+    assert [s.t0 for s in out] == [0.0, 1.0, 3600.0, 3601.0]  # the grid's phase is kept
+    assert np.all(out[1].audio[SR // 2:] == 0) and np.all(out[2].audio[: SR // 4] == 0)
+    np.testing.assert_array_equal(out[2].audio[SR // 4:], x[: SR - SR // 4])
+    st = asm.stats()
+    assert st["audio_jumps"] == 1 and st["skipped_snippets"] == 3598
+
+
+def test_frame_buffer_is_bounded_when_audio_stalls():
+    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, max_frames=50), stream="s")
+    for f in video_frames(10.0, 30.0):
+        assert asm.push(f) == []
+    assert asm.stats()["dropped_frames"] == 250
