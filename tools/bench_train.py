@@ -228,8 +228,8 @@ def build_parser():
     p.add_argument("--steps", type=int, default=25, help="timed steps per contender per round")
     p.add_argument("--rounds", type=int, default=5, help="interleaved rounds (median reported)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps per contender first")
-    p.add_argument("--workers", type=int, default=2, help="DataLoader workers of the paper baseline "
-                   "(the paper's code: 12, on a 12+ core machine)")
+    p.add_argument("--workers", type=int, default=12, help="DataLoader workers of the paper baseline "
+                   "(main_avvp.py: num_workers=12)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the trainer's choice, all cores)")
     p.add_argument("--epoch", action="store_true", help="also run one real trainer epoch with validation")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the projected full recipe (paper: 40)")
