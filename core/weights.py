@@ -69,15 +69,21 @@ def find_weight_files(urls: list[str], weights_dir: str | os.PathLike | None = N
     return found
 
 
-def load_state_dict(path: str | os.PathLike) -> dict:
+def load_state_dict(path: str | os.PathLike, *, prefer: str | None = None) -> dict:
     """torch.load with weights_only=True; numpy arrays (as some published
-    files hold) are allowed through torch's safe-globals list."""
+    files hold) are allowed through torch's safe-globals list. A file holding
+    a dict with the key ``prefer`` (e.g. a checkpoint's ``extractor_state``)
+    or ``state_dict`` gives that entry."""
     path = Path(path)
     try:
         obj = _load(path)
     except Exception as e:  # corrupt, truncated, not a torch file
         raise WeightsError(f"cannot read weight file {path}: {type(e).__name__}: {str(e).splitlines()[0]}") from None
-    if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
+    if isinstance(obj, dict) and prefer is not None and prefer in obj:
+        obj = obj[prefer]
+        if obj is None:
+            raise WeightsError(f"{path} holds no {prefer}")
+    elif isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):
         raise WeightsError(f"weight file {path} does not hold a state dict (got {type(obj).__name__})")

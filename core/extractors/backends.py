@@ -117,6 +117,9 @@ def _tensorrt(module: nn.Module, *, name: str, example: torch.Tensor, max_batch:
     with torch.inference_mode():
         trt = torch_tensorrt.compile(module, **kwargs)
     tmp = path.with_suffix(f".tmp{os.getpid()}")
-    torch_tensorrt.save(trt, str(tmp), inputs=[example[:opt]])
+    try:  # torch-tensorrt >= 2.5: the Input's min/opt/max keep the batch dynamic in the saved program
+        torch_tensorrt.save(trt, str(tmp), arg_inputs=[spec])
+    except TypeError:  # older releases name the argument ``inputs``
+        torch_tensorrt.save(trt, str(tmp), inputs=[spec])
     os.replace(tmp, path)
     return trt

@@ -256,7 +256,7 @@ def build_extractor(
         raise ValueError(f"profile {profile.name!r}: no extractor family for models {key}")
     state = None
     if isinstance(weights, (str, os.PathLike)) and weights != "random" and Path(weights).is_file():
-        state = load_state_dict(weights)
+        state = load_state_dict(weights, prefer="extractor_state")  # an extractor state file or a checkpoint bundling one
     elif isinstance(weights, dict):
         state = weights
     nets = _FAMILIES[key](profile, "random" if state is not None else weights)

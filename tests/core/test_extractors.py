@@ -214,7 +214,7 @@ def test_input_contract_is_checked(lite):
         lite(audio, frames.astype(np.float32))
 
 
-def test_lite_trains_and_its_state_round_trips():
+def test_lite_trains_and_its_state_round_trips(tmp_path):
     torch.manual_seed(1)
     ext = build_extractor("lite", weights="random")
     audio, frames = _rand_snippets(2, LITE)
@@ -231,6 +231,10 @@ def test_lite_trains_and_its_state_round_trips():
         a, b = ext(audio, frames), again(audio, frames)
     torch.testing.assert_close(a.v3d, b.v3d)
     torch.testing.assert_close(a.audio, b.audio)
+    # a checkpoint-like file bundling the extractor state next to another state dict
+    torch.save({"state_dict": {"x": torch.zeros(1)}, "extractor_state": state}, tmp_path / "ck.pt")
+    from_file = build_extractor("lite", weights=tmp_path / "ck.pt")
+    torch.testing.assert_close(from_file.v2d_net.proj.weight, ext.v2d_net.proj.weight)
     with pytest.raises(WeightsError, match="lite"):
         build_extractor("lite", weights={"nope": torch.zeros(1)})
 
