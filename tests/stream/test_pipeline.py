@@ -283,3 +283,61 @@ def test_scene_source_events_match_ground_truth(paced):
         (g.label, g.modality, g.onset, g.offset) for g in scene.ground_truth())
     assert log.events == parse_source(cfg, ToyHAN(), ToyExtractor(), SceneSource(scene, name="scene"),
                                       classes=CLASSES)
+
+
+def test_camera_and_microphone_stream_with_real_parts(pulse_server, serve_stream):
+    """One stream from two devices: OpenCV on a UDP stream FFmpeg serves on loopback, and PortAudio
+    recording a PulseAudio null sink's monitor while a tone plays into the sink."""
+    import subprocess
+
+    from avparse.stream.sources import CameraSource, MicrophoneSource, SystemClock
+
+    served = serve_stream("udp", seconds=20, fps=15)
+    clock = RealClock()
+    mic = MicrophoneSource("pulse", sample_rate=16000, name="room", clock=SystemClock(), block_seconds=0.02)
+    cam = CameraSource(served.url, name="room", clock=SystemClock(), retries=6, backoff=0.2, open_timeout=5,
+                       read_timeout=3)
+    profile = SimpleNamespace(sample_rate=16000, snippet_seconds=1.0, frames_per_snippet=4, frame_size=4)
+    cfg = pipeline_config(profile=profile, window=4, max_wait=0.0, drop_when_full=True)
+    rt = Runtime(cfg, ToyHAN(), ToyExtractor(), [mic, cam], clock=clock, classes=CLASSES)
+    log = EventLog()
+    rt.add_sink(log)
+    th = threading.Thread(target=rt.run)
+    rate, secs = 16000, 15.0
+    tone = (0.5 * np.sin(2 * np.pi * 440 * np.arange(int(rate * secs)) / rate)).astype("<f4")
+    player = None
+    try:
+        rt.start()  # both devices open here, before any thread
+        th.start()
+        time.sleep(1.5)  # some silence first
+        player = subprocess.Popen(["pacat", "--playback", "--device=avtest", f"--rate={rate}", "--channels=1",
+                                   "--format=float32le", "--raw", "--latency-msec=20"], stdin=subprocess.PIPE,
+                                  env=pulse_server["env"])
+
+        def feed():
+            try:
+                player.stdin.write(tone.tobytes())
+                player.stdin.close()
+            except (BrokenPipeError, ValueError):  # killed at the end of the test
+                pass
+
+        threading.Thread(target=feed, daemon=True).start()
+        deadline = time.monotonic() + 20
+        while not [e for e in log.events if e.label == "Beep" and e.kind == "onset"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(1.0)
+    finally:
+        rt.stop("stopped")
+        th.join(timeout=10)
+        if player is not None:
+            player.kill()
+            player.wait()
+    assert not th.is_alive()
+    beep = [e for e in log.events if e.label == "Beep" and e.modality == "audio"]
+    assert [e.kind for e in beep] == ["onset", "offset"] and beep[1].reason == "stopped"
+    assert beep[0].media_time >= 1.0  # after the silence, on the microphone's time line
+    st = rt.stats()
+    room = st["streams"]["room"]
+    assert room["snippets"] >= 3 and room["frames"] > 15
+    assert room["snippets"] - room["black_snippets"] >= 1  # the camera's frames reached the snippets
+    assert st["input_lag"]["max"] is not None and st["faults"] == []
