@@ -366,8 +366,10 @@ class Runtime:
             for s in self.sources:
                 _quiet_close(s)
             self._emit(self.pipeline.stop(reason, self.clock.now()))
-        finally:
+        finally:  # also when a stage raised: no source or thread is left running
             self._stop.set()
+            for s in self.sources:
+                _quiet_close(s)
             for th in self._threads:
                 th.join(timeout=2.0)
             self._running = False

@@ -37,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--window", type=int, default=inf.window, help="snippets per HAN window")
     g.add_argument("--lookahead", type=int, default=inf.lookahead, help="1 s steps of future context")
     g.add_argument("--max-batch", type=int, default=inf.max_batch, help="snippets per extractor batch")
+    g.add_argument("--max-wait", type=float, default=inf.max_wait,
+                   help="media seconds a snippet may wait for a fuller batch (larger: faster offline parsing, "
+                        "the same events up to float rounding of the scores)")
     g.add_argument("--device", default=inf.device, help="torch device")
     g.add_argument("--backend", default=inf.backend, help="extractor backend: eager, compile, tensorrt")
     g.add_argument("--extractor-weights", metavar="DIR", default=None,
@@ -104,7 +107,7 @@ def _run(args) -> int:
         raise UserError(f"{e}; pass --model with a checkpoint written by avparse train") from None
     try:
         config = pipeline_config(profile=loaded.profile, hop=args.hop, window=args.window,
-                                 lookahead=args.lookahead, max_batch=args.max_batch,
+                                 lookahead=args.lookahead, max_batch=args.max_batch, max_wait=args.max_wait,
                                  device=args.device, backend=args.backend, tracker=tracker)
     except ValueError as e:
         raise UserError(f"pipeline options: {e}") from None

@@ -341,3 +341,15 @@ def test_camera_and_microphone_stream_with_real_parts(pulse_server, serve_stream
     assert room["snippets"] >= 3 and room["frames"] > 15
     assert room["snippets"] - room["black_snippets"] >= 1  # the camera's frames reached the snippets
     assert st["input_lag"]["max"] is not None and st["faults"] == []
+
+
+def test_a_failing_stage_leaves_no_source_running():
+    class BadExtractor:
+        def __call__(self, audio, frames):
+            raise RuntimeError("CUDA out of memory")
+
+    src = ToySource("a", duration=None, pace=0.05)
+    rt = Runtime(config(max_batch=1), ToyHAN(), BadExtractor(), [src], classes=CLASSES)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        rt.run()
+    assert src.closed and not any(th.is_alive() for th in rt._threads)
