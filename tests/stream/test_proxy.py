@@ -55,3 +55,40 @@ def test_proxy_busy_port_and_no_upstream_are_clear_errors():
             Proxy(ProxyConfig(xsub=("tcp://127.0.0.1:1",), xpub=p.xpub_endpoint)).start()
     with pytest.raises(ProxyError, match="upstream"):
         Proxy(ProxyConfig(xpub=ANY)).start()
+
+
+def test_proxy_with_curve_on_both_sides(tmp_path):
+    """Runtime -(CURVE, proxy's client key allowed)-> proxy -(CURVE, its own server key)-> subscribers."""
+    import zmq.auth
+
+    from avparse.stream.client import CurveClientKeys
+
+    for n in ("runtime", "proxy_client", "proxy_server", "alice", "mallory"):
+        zmq.auth.create_certificates(str(tmp_path), n)
+    runtime_allow, proxy_allow = tmp_path / "runtime_allow", tmp_path / "proxy_allow"
+    runtime_allow.mkdir(), proxy_allow.mkdir()
+    (runtime_allow / "proxy_client.key").write_bytes((tmp_path / "proxy_client.key").read_bytes())
+    (proxy_allow / "alice.key").write_bytes((tmp_path / "alice.key").read_bytes())
+    a = Publisher(PublisherConfig(pub=ANY, snapshot=None, heartbeat_interval=0.25,
+                                  curve_secret_key=str(tmp_path / "runtime.key_secret"),
+                                  curve_allow_dir=str(runtime_allow))).open()
+    proxy = Proxy(ProxyConfig(xsub=(a.pub_endpoint,), xpub=ANY,
+                              curve_client_key=str(tmp_path / "proxy_client.key_secret"),
+                              curve_upstream_server_key=str(tmp_path / "runtime.key"),
+                              curve_server_key=str(tmp_path / "proxy_server.key_secret"),
+                              curve_allow_dir=str(proxy_allow))).start()
+
+    def keys(name):
+        return CurveClientKeys.from_files(str(tmp_path / "proxy_server.key"), str(tmp_path / f"{name}.key_secret"))
+
+    try:
+        alice = Subscriber(proxy.xpub_endpoint, curve=keys("alice"), types=("onset",)).open()
+        mallory = Subscriber(proxy.xpub_endpoint, curve=keys("mallory"), handshake_timeout=0.3).open()
+        a.emit(ev("onset", "Dog", "camA"))
+        got = drain(alice, 0.6)
+        assert any(getattr(m, "event", None) is not None and m.event.label == "Dog" for m in got)
+        assert drain(mallory, 0.3) == [] and mallory.counters["received"] == 0
+        alice.close(), mallory.close()
+    finally:
+        proxy.stop()
+        a.close()
