@@ -718,8 +718,16 @@ def _json_default(o):
 def run(cfg: BenchLiveConfig) -> dict:
     import torch
 
+    threads = torch.get_num_threads()
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting (tests run in one process)
+
+
+def _run(cfg: BenchLiveConfig) -> dict:
     cfg.out.mkdir(parents=True, exist_ok=True)
     from dataclasses import asdict
 

@@ -17,7 +17,7 @@ from avparse.tools.bench_live_e2e import match, slope, spread, truth_marks
 
 def test_quick_smoke_writes_every_section(tmp_path, capsys):
     out = tmp_path / "res"
-    assert bench.main(["live", "--quick", "--minutes", "0.05", "--out", str(out)]) == 0
+    assert bench.main(["live", "--quick", "--threads", "1", "--minutes", "0.05", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     res = json.loads((out / "results.json").read_text())
     md = (out / "results.md").read_text()
