@@ -244,15 +244,15 @@ class Publisher:
         if self._closed or self._thread is None:
             return
         with self._lock:
-            seq, tseq = self._next(wire.topic("stats"))
+            topic = wire.topic("stats")
+            seq, tseq = self._seq + 1, self._tseq.get(topic, 0) + 1
             try:
                 frames = wire.encode_stats(d, publisher=self.name, session=self.session, seq=seq,
                                            tseq=tseq, wall_time=self._clock())
             except wire.WireError:
-                self._seq -= 1
-                self._tseq[wire.topic("stats")] -= 1
-                self.counters["encode_errors"] += 1
+                self.counters["encode_errors"] += 1  # e.g. over 64 KiB: not sent, numbering untouched
                 return
+            self._seq, self._tseq[topic] = seq, tseq
             self._queue_locked(frames)
             self.counters["stats"] += 1
         self._wake()
@@ -280,10 +280,16 @@ class Publisher:
         return self._seq, t
 
     def _publish_event_locked(self, event: Event) -> None:
+        # Encode first (a WireError leaves the numbering untouched: no false gap), then number.
         topic = wire.topic(event.kind, event.stream)
-        seq, tseq = self._next(topic)
-        _, body = wire.encode_event(event, publisher=self.name, session=self.session, seq=seq,
-                                    tseq=tseq, wall_time=self._clock())
+        seq, tseq = self._seq + 1, self._tseq.get(topic, 0) + 1
+        try:
+            _, body = wire.encode_event(event, publisher=self.name, session=self.session, seq=seq,
+                                        tseq=tseq, wall_time=self._clock())
+        except wire.WireError:
+            self.counters["encode_errors"] += 1
+            raise
+        self._seq, self._tseq[topic] = seq, tseq
         if event.kind == "onset":
             self._open[event.key] = (event, topic, body)
         else:

@@ -115,6 +115,17 @@ def _finite(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
+def _as_finite(x) -> float | None:
+    """float(x) if x is a finite real number (numpy scalars included), else None."""
+    if isinstance(x, (bool, str, bytes)) or x is None:
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
 def _json_safe(x, depth=0):
     """Stats may hold numpy scalars, tuples and non-finite floats: make plain JSON."""
     if depth > 8:
@@ -139,14 +150,29 @@ def _json_safe(x, depth=0):
 
 
 def _dump(body: dict) -> bytes:
-    data = json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    try:
+        data = json.dumps(body, separators=(",", ":"), allow_nan=False, ensure_ascii=False).encode("utf-8")
+    except (ValueError, TypeError) as e:
+        raise WireError(f"cannot encode message: {e}") from None
     if len(data) > MAX_BODY:
         raise WireError(f"message body of {len(data)} bytes exceeds the {MAX_BODY}-byte limit")
     return data
 
 
 def event_body(event: Event, *, publisher: str, session: str, seq: int, tseq: int, wall_time: float) -> dict:
+    """The body of an onset or offset; raises WireError for what a decoder would reject."""
     check_stream_name(event.stream)
+    if not isinstance(event.label, str) or not LABEL_RE.match(event.label):
+        raise WireError(f"class name {event.label!r} cannot be sent (1-128 printable characters)")
+    if not (_as_finite(event.score) is not None and 0.0 <= float(event.score) <= 1.0):
+        raise WireError(f"score {event.score!r} of {event.label} is not in [0, 1]")
+    for name in ("media_time", "decided_at"):
+        if _as_finite(getattr(event, name)) is None:
+            raise WireError(f"{name} {getattr(event, name)!r} of {event.label} is not a finite number")
+    if event.onset_time is not None and _as_finite(event.onset_time) is None:
+        raise WireError(f"onset_time {event.onset_time!r} of {event.label} is not a finite number")
+    if len(event.reason) > 64:
+        raise WireError("reason longer than 64 characters")
     body = {
         "v": SCHEMA_VERSION,
         "type": event.kind,

@@ -221,3 +221,23 @@ def test_curve_key_errors_are_clear(tmp_path):
     pub_file, _ = zmq.auth.create_certificates(str(tmp_path), "server")
     with pytest.raises(PublisherError, match="secret"):
         Publisher(PublisherConfig(pub=ANY, snapshot=None, curve_secret_key=pub_file)).open()
+
+
+def test_an_event_that_cannot_be_encoded_is_refused_without_a_false_gap(pub):
+    import numpy as np
+
+    s = plain_sub(pub.pub_endpoint, b"avp.onset.", b"avp.heartbeat.")
+    wait_joined(s)
+    pub.emit(onset("Dog"))
+    before = pub.seq
+    for bad in (Event(kind="onset", stream="cam1", label="Cat", modality="audio", media_time=1.0, score=float("nan")),
+                Event(kind="onset", stream="cam1", label="Cat", modality="audio", media_time=float("inf"), score=0.5),
+                Event(kind="onset", stream="has space", label="Cat", modality="audio", media_time=1.0, score=0.5)):
+        with pytest.raises(wire.WireError):
+            pub.emit(bad)
+    assert pub.seq == before and pub.counters["encode_errors"] == 2
+    pub.emit(Event(kind="onset", stream="cam1", label="Car", modality="audio", media_time=np.float32(2.0),
+                   score=np.float32(0.75)))  # numpy scalars are fine
+    got = [json.loads(b) for _, b in recv_all(s, 0.3)]
+    assert [m["class"] for m in got] == ["Dog", "Car"]
+    assert [m["tseq"] for m in got] == [1, 2] and got[1]["score"] == 0.75
