@@ -134,7 +134,8 @@ class Subscriber:
         self._snap_of: dict[str, str] = {}        # publisher -> snapshot endpoint
         self._open: dict[tuple, Event] = {}       # (publisher, stream, label, modality) -> onset
         self._filtered = bool(self.streams)
-        self._exact = {wire.topic(t, s) for t in wire.EVENT_TYPES for s in self.streams}
+        # the exact event topics this subscriber receives (filtered mode checks their tseq)
+        self._exact = {wire.topic(t, s) for t in wire.EVENT_TYPES if t in self.types for s in self.streams}
         self.counters = dict(received=0, malformed=0, dropped_old=0, gaps=0, restarts=0, snapshots=0)
 
     # -- lifecycle ------------------------------------------------------------

@@ -221,3 +221,13 @@ def test_subscriber_started_before_the_publisher_gets_the_snapshot_later():
         p.close()
     assert not [i for i in items if isinstance(i, (Gap, Restart))]
     assert [(m.event.kind, m.event.label) for m in events(items)] == [("onset", "Dog"), ("offset", "Dog")]
+
+
+def test_type_filter_does_not_make_false_gaps(pub):
+    with Subscriber(pub.pub_endpoint, snapshot=pub.snapshot_endpoint, streams=["cam1"], types=("onset",)) as sub:
+        pub.emit(ev("onset", "Dog"))
+        pub.emit(ev("offset", "Dog", t=2.0, on=1.0))   # not subscribed: heartbeats count it, no gap
+        pub.emit(ev("onset", "Cat", t=3.0))
+        items = drain(sub, 0.8)
+    assert not [i for i in items if isinstance(i, Gap)], items
+    assert [m.event.label for m in events(items)] == ["Dog", "Cat"]
