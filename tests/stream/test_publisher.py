@@ -241,3 +241,25 @@ def test_an_event_that_cannot_be_encoded_is_refused_without_a_false_gap(pub):
     got = [json.loads(b) for _, b in recv_all(s, 0.3)]
     assert [m["class"] for m in got] == ["Dog", "Car"]
     assert [m["tseq"] for m in got] == [1, 2] and got[1]["score"] == 0.75
+
+
+def test_curve_without_allow_list_encrypts_for_any_client_key(tmp_path):
+    import zmq.auth
+
+    zmq.auth.create_certificates(str(tmp_path), "server")
+    zmq.auth.create_certificates(str(tmp_path), "anyone")
+    p = Publisher(PublisherConfig(pub=ANY, snapshot=None, curve_secret_key=str(tmp_path / "server.key_secret"),
+                                  heartbeat_interval=0.2)).open()
+    s = zmq.Context.instance().socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.curve_serverkey = zmq.auth.load_certificate(str(tmp_path / "server.key"))[0]
+    s.curve_publickey, s.curve_secretkey = zmq.auth.load_certificate(str(tmp_path / "anyone.key_secret"))
+    s.connect(p.pub_endpoint)
+    s.setsockopt(zmq.SUBSCRIBE, b"")
+    plain = plain_sub(p.pub_endpoint)
+    try:
+        assert wait_joined(s)[0] == b"avp.heartbeat."
+        assert recv_all(plain, 0.3, skip_heartbeats=False) == []  # a client without CURVE gets nothing
+    finally:
+        s.close(), plain.close()
+        p.close()
