@@ -345,6 +345,7 @@ def test_run_publishes_a_scene_and_stops_cleanly_on_sigint(tiny_ckpt, tmp_path):
     assert not [i for i in joined if not hasattr(i, "type")], "no gap or restart for the late joiner"
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not DEMO.is_file(), reason="needs the bundled demo model core/assets/demo.pt (avparse bundle)")
 def test_run_on_a_generated_scene_matches_its_ground_truth(tmp_path):
     """The demo model on a generated scene, through `run --fast`, received by a plain subscriber.
@@ -354,7 +355,7 @@ def test_run_on_a_generated_scene_matches_its_ground_truth(tmp_path):
 
     pub = f"tcp://127.0.0.1:{free_port()}"
     sub = _plain_sub(pub)
-    run = Proc("run", "--scene", "11", "--scene-duration", "30", "--fast", "--pub", pub, "--snapshot", "none")
+    run = Proc("run", "--scene", "11", "--scene-duration", "20", "--fast", "--pub", pub, "--snapshot", "none")
     got = []
     try:
         while run.p.poll() is None or sub.poll(500):
@@ -376,7 +377,7 @@ def test_run_on_a_generated_scene_matches_its_ground_truth(tmp_path):
     for label, mod, on, off in found:  # an audio-visual interval counts for both modalities
         per_mod += [(label, m, on, off) for m in (("audio", "visual") if mod == "audiovisual" else (mod,))]
     truth = [(e.label, e.modality, e.onset, e.offset)
-             for e in make_scene(11, SynthConfig(duration=30), name="scene").ground_truth()]
+             for e in make_scene(11, SynthConfig(duration=20), name="scene").ground_truth()]
 
     def match(a, b):
         return a[0] == b[0] and a[1] == b[1] and abs(a[2] - b[2]) <= 1.0 and abs(a[3] - b[3]) <= 1.0
