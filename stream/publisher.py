@@ -194,9 +194,10 @@ class Publisher:
 
     def close(self, reason: str = "stopped") -> None:
         """Close open events with an offset saying ``reason``, flush, close sockets and log."""
-        if self._closed:
-            return
-        self._closed = True
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
         if self._thread is not None:
             with self._lock:
                 for key, (onset, _, _) in list(self._open.items()):
@@ -225,25 +226,26 @@ class Publisher:
         if self._log is not None:
             self._log.close()
             self._log = None
-        for fd in (self._wake_r, self._wake_w):
-            if fd is not None:
-                os.close(fd)
-        self._wake_r = self._wake_w = None
+        with self._lock:
+            for fd in (self._wake_r, self._wake_w):
+                if fd is not None:
+                    os.close(fd)
+            self._wake_r = self._wake_w = None
 
     # -- the sink API -------------------------------------------------------
     def emit(self, event: Event) -> None:
         """Publish an onset or offset (numbered, logged, queued; never blocks on subscribers)."""
-        if self._closed or self._thread is None:
-            raise PublisherError("publisher is not open")
-        with self._lock:
+        with self._lock:  # the closed check, numbering and wake-up under one lock: no race with close()
+            if self._closed or self._thread is None:
+                raise PublisherError("publisher is not open")
             self._publish_event_locked(event)
-        self._wake()
+            self._wake()
 
     def stats(self, d: dict) -> None:
         """Publish the runtime's figures on the stats topic."""
-        if self._closed or self._thread is None:
-            return
         with self._lock:
+            if self._closed or self._thread is None:
+                return
             topic = wire.topic("stats")
             seq, tseq = self._seq + 1, self._tseq.get(topic, 0) + 1
             try:
@@ -255,7 +257,7 @@ class Publisher:
             self._seq, self._tseq[topic] = seq, tseq
             self._queue_locked(frames)
             self.counters["stats"] += 1
-        self._wake()
+            self._wake()
 
     def drop_next(self, n: int = 1) -> None:
         """Fault injection for tests: the next ``n`` messages are numbered (and events
