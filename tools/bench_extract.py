@@ -35,6 +35,9 @@ def _parser():
     ap.add_argument("--weights", default=None, help="folder with the published weight files (else the torch hub cache)")
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     ap.add_argument("--sweep", default="", help="batch sizes for a throughput sweep, e.g. 1,2,4,8,16,32,64,128,256")
+    ap.add_argument("--precisions", default="auto,bf16",
+                    help="comma-separated: auto (fp32 on CPU, fp16 on GPU), fp32, fp16, bf16 (CPU, approximate); "
+                         "bf16 is skipped on a GPU (default: auto,bf16)")
     ap.add_argument("--quick", action="store_true", help="smoke mode: eager only, batch 1 and 2, one repetition")
     return ap
 
@@ -82,21 +85,24 @@ def _time_parts(ext, n, reps):
     return out, cpu
 
 
-def _build(profile, backend, device, weights):
+def _build(profile, backend, device, weights, precision="auto"):
     from avparse.core.extractors import build_extractor
+    from avparse.core.extractors.extractor import ExtractorOptions
     from avparse.core.weights import WeightsNotFoundError
 
     note = ""
     with warnings.catch_warnings(record=True) as w:
         warnings.simplefilter("always")
         try:
-            ext = build_extractor(profile, weights=weights, backend=backend, device=device)
+            ext = build_extractor(profile, weights=weights, device=device,
+                                  options=ExtractorOptions(backend=backend, precision=precision))
             if profile == "lite" and weights is None:
                 note = "random init (lite is trained, not published)"
             else:
                 note = "published weights"
         except WeightsNotFoundError:
-            ext = build_extractor(profile, weights="random", backend=backend, device=device)
+            ext = build_extractor(profile, weights="random", device=device,
+                                  options=ExtractorOptions(backend=backend, precision=precision))
             note = "RANDOM weights (published files absent; same timings, different features)"
     fallback = [str(x.message) for x in w if "falling back" in str(x.message)]
     return ext, note, fallback
@@ -125,14 +131,19 @@ def main(argv=None) -> int:
     print(f"load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
-    print(f"{'profile':<10} {'backend':<9} {'batch':>5} {'audio':>8} {'2D':>8} {'3D':>8} {'total':>8}  {'(cpu)':>12}  ms per snippet (wall; process CPU time), target")
+    print(f"{'profile':<10} {'backend':<12} {'batch':>5} {'audio':>8} {'2D':>8} {'3D':>8} {'total':>8}  {'(cpu)':>12}  ms per snippet (wall; process CPU time), target")
     rows = []
+    precisions = ["auto"] if args.quick else [p for p in args.precisions.split(",") if p]
+    if device.type != "cpu" and "bf16" in precisions:
+        precisions.remove("bf16")
+    combos = [(b, p) for b in backends for p in precisions]
     for prof in profiles:
-        for backend in backends:
+        for backend, precision in combos:
             try:
-                ext, note, fallback = _build(prof, backend, device, args.weights)
+                ext, note, fallback = _build(prof, backend, device, args.weights, precision)
             except Exception as e:  # a backend that cannot be set up here
-                return fail(f"{prof}/{backend}: {str(e).splitlines()[0]}")
+                return fail(f"{prof}/{backend}/{precision}: {str(e).splitlines()[0]}")
+            label = ext.backend + ("" if precision == "auto" else f"/{precision}")
             big = args.batch or (4 if prof.startswith("paper") and device.type == "cpu" else 16)
             batches = [1, 2] if args.quick else [1, big]
             for n in batches:
@@ -143,9 +154,9 @@ def main(argv=None) -> int:
                 cpu_total = sum(cpu.values()) / n
                 target = TARGET_MS.get((prof, device.type))
                 verdict = "" if target is None else f"{'<=' if total <= target else '> '} {target:.0f} {'ok' if total <= target else 'MISSED'}"
-                print(f"{prof:<10} {ext.backend:<9} {n:>5} {per['audio']:>8.1f} {per['2d']:>8.1f} {per['3d']:>8.1f} {total:>8.1f}  "
+                print(f"{prof:<10} {label:<12} {n:>5} {per['audio']:>8.1f} {per['2d']:>8.1f} {per['3d']:>8.1f} {total:>8.1f}  "
                       f"{cpu_total:>8.1f} cpu  {verdict}", flush=True)
-                rows.append((prof, ext.backend, n, total, time.perf_counter() - t0))
+                rows.append((prof, label, n, total, time.perf_counter() - t0))
             print(f"{'':<10} ({note}{'; ' + fallback[0] if fallback else ''})")
     if args.sweep:
         _sweep(args, device, profiles)

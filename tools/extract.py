@@ -30,6 +30,9 @@ def _parser() -> argparse.ArgumentParser:
                          "state file, or 'random' for a smoke run with random weights")
     ap.add_argument("--backend", default="eager", choices=BACKENDS, help="how the networks run (default: eager)")
     ap.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
+    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+                    help="auto: fp32 on the CPU (exact), fp16 on a GPU; bf16: CPU autocast, ~3x faster "
+                         "convolutions on CPUs with AMX, features within ~0.5%% of fp32 (default: auto)")
     ap.add_argument("--batch", type=int, default=16, help="snippets per extractor call (default: 16)")
     ap.add_argument("--audio-framing", default="snippet", choices=("snippet", "file"),
                     help="audio window of snippet k starts at k*1 s (snippet, as live) or k*0.96 s "
@@ -78,7 +81,7 @@ def main(argv=None) -> int:
         return fail(f"no media files found in {' '.join(args.inputs)}")
     cfg = ExtractConfig(
         out_dir=args.out, profile=args.profile, weights=args.weights, backend=args.backend,
-        device=args.device, batch_snippets=args.batch, audio_framing=args.audio_framing,
+        device=args.device, precision=args.precision, batch_snippets=args.batch, audio_framing=args.audio_framing,
     )
     try:
         report = run_extract(files, cfg, on_file=_Progress(not args.quiet))

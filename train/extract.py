@@ -48,6 +48,7 @@ class ExtractConfig:
     weights: str | None = None       # weight directory or extractor state file (None: hub cache / random lite); "random" for smoke runs
     backend: str = "eager"           # "eager" | "compile" | "tensorrt"
     device: str = "cpu"              # torch device
+    precision: str = "auto"          # "auto" (fp32 CPU, fp16 GPU) | "fp32" | "bf16" (CPU, approximate)
     batch_snippets: int = 16         # snippets per extractor call
     audio_framing: str = "snippet"   # "snippet" (k * 1 s) | "file" (k * 0.96 s, VGGish whole-file framing)
 
@@ -180,10 +181,10 @@ def _check_profile_file(out: Path, record: dict) -> None:
             old = json.loads(pf.read_text())
         except json.JSONDecodeError:
             raise ExtractError(f"{pf} is not valid JSON; remove it or use another output folder") from None
-        if old.get("profile") != record["profile"] or old.get("audio_framing") != record["audio_framing"]:
+        if any(old.get(k) != record[k] for k in ("profile", "audio_framing", "precision")):
             raise ExtractError(
-                f"{out} holds features of another profile or framing ({old.get('profile', {}).get('name')!r}, "
-                f"{old.get('audio_framing')!r}); use another output folder"
+                f"{out} holds features of another profile, framing or precision ({old.get('profile', {}).get('name')!r}, "
+                f"{old.get('audio_framing')!r}, {old.get('precision')!r}); use another output folder"
             )
     else:
         tmp = pf.with_name(".profile.json.tmp")
@@ -203,7 +204,10 @@ def run_extract(
     from avparse.core.extractors import build_extractor
 
     if extractor is None:
-        extractor = build_extractor(config.profile, weights=config.weights, backend=config.backend, device=config.device)
+        from avparse.core.extractors.extractor import ExtractorOptions
+
+        extractor = build_extractor(config.profile, weights=config.weights, device=config.device,
+                                    options=ExtractorOptions(backend=config.backend, precision=config.precision))
     profile = extractor.profile
     out = Path(config.out_dir)
     for d in FOLDERS:
@@ -211,6 +215,7 @@ def run_extract(
     _check_profile_file(out, {
         "profile": profile.to_dict(),
         "audio_framing": config.audio_framing,
+        "precision": config.precision,
         "weights": "random" if config.weights == "random" else "published" if profile.name.startswith("paper") else "given",
         "layout": {"audio": f"{FOLDERS[0]}/<id>.npy [T, {profile.audio_dim}]",
                    "v2d": f"{FOLDERS[1]}/<id>.npy [T*{profile.frames_per_snippet}, {profile.v2d_dim}]",
