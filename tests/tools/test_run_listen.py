@@ -289,10 +289,11 @@ def _plain_sub(endpoint):
 
 
 @pytest.mark.slow
-def test_run_publishes_a_scene_and_stops_cleanly_on_sigint(tiny_ckpt, tmp_path):
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_run_publishes_a_scene_and_stops_cleanly_on_a_signal(tiny_ckpt, tmp_path, sig):
     """A paced scene through `avparse run`; a plain pyzmq subscriber that knows only the schema
     receives exactly what the log holds; a late joiner learns the open events from the snapshot;
-    SIGINT closes every open event with reason "stopped" and exits 0."""
+    SIGINT or SIGTERM closes every open event with reason "stopped" and exits 0."""
     from avparse.stream.client import Subscriber
 
     pub, snap, log = f"tcp://127.0.0.1:{free_port()}", f"tcp://127.0.0.1:{free_port()}", tmp_path / "ev.jsonl"
@@ -312,7 +313,7 @@ def test_run_publishes_a_scene_and_stops_cleanly_on_sigint(tiny_ckpt, tmp_path):
         joined = []
         while (item := late.recv(0.2)) is not None:
             joined.append(item)
-        assert run.stop(signal.SIGINT) == 0, run.err
+        assert run.stop(sig) == 0, run.err
         while sub.poll(500):
             received.append(tuple(sub.recv_multipart()))
     finally:
@@ -336,7 +337,7 @@ def test_run_publishes_a_scene_and_stops_cleanly_on_sigint(tiny_ckpt, tmp_path):
             opened[key] = b
         else:
             assert opened.pop(key)["media_time"] == b["onset_time"]
-    assert not opened, "every onset has its offset after SIGINT"
+    assert not opened, "every onset has its offset after the signal"
     assert bodies[-1]["reason"] == "stopped"
     # the late joiner: every event open when it joined came from the snapshot, once
     snap_onsets = [m for m in joined if getattr(m, "from_snapshot", False)]
