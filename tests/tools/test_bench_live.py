@@ -113,3 +113,22 @@ def test_bench_without_suite_runs_every_suite(monkeypatch, capsys):
     assert bench.main([]) == 1 and [c[0] for c in calls] == list(bench.SUITES)
     assert bench.main(["all", "--out", "x"]) == 2
     assert "only --quick" in capsys.readouterr().err
+
+
+def test_gpu_streams_estimate_and_missing_gpu(tmp_path, capsys):
+    import torch
+
+    from avparse.tools import bench_gpu
+
+    cfg = bench_gpu.GPUBenchConfig(hops=(1.0, 0.25))
+    ext = [{"profile": "paper", "backend": "eager", "batch": b, "ms_per_batch_p50": ms}
+           for b, ms in ((1, 20.0), (64, 300.0), (256, 700.0))]
+    han = [{"profile": "paper", "batch": 1, "ms_per_batch_p50": 2.0}, {"profile": "paper", "batch": 64, "ms_per_batch_p50": 8.0}]
+    est = {r["hop"]: r for r in bench_gpu.estimate(ext, han, cfg)}
+    # hop 1: batch 256 (700 ms + HAN scaled from 64: 32 ms) fits and is the fastest per snippet
+    assert est[1.0]["batch"] == 256 and est[1.0]["streams"] == int(256 / 0.732)
+    # hop 0.25: only batch 1 (22 ms) fits within 250 ms; each stream needs 4 snippets per second
+    assert est[0.25]["batch"] == 1 and est[0.25]["streams"] == int(1 / 0.022 * 0.25)
+    if not torch.cuda.is_available():
+        assert bench_gpu.main(["--require-cuda", "--out", str(tmp_path / "g.json")]) == 3
+        assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "g.json").exists()
