@@ -1,0 +1,784 @@
+"""The demo's picture: live video, the events active now, a scrolling timeline.
+
+Two parts:
+
+- :class:`OverlayState` collects what the picture shows, from any thread:
+  audio and video chunks (``audio``/``frame``, fed by a tap on the sources),
+  snippet probabilities (``probs``, a tap on the tracker: the decision
+  frontier and the latency), events (``emit``: it is a runtime sink) and the
+  runtime's stats (``stats``). ``view(t)`` copies what a picture at media
+  time ``t`` needs. Numpy only; it never reads the wall clock (the latency
+  comes from the wall-clock stamps that chunks and probabilities carry).
+- :class:`Overlay` draws a :class:`View` into an RGB image (OpenCV for
+  shapes and scaling, Pillow for anti-aliased text; both imported inside).
+
+Layout (any size, laid out for 16:9): a header (title, source, media
+clock), the video scaled into the left column with an audio level meter,
+the events active now (class and modality badges, how long, the ground
+truth of a generated scene) and the current latency below it; on the right
+a timeline of the last ``window_seconds`` with the audio envelope on top and
+one row per class, each with an audio, a visual and an audio-visual lane.
+Predicted spans are solid bars; the ground truth (when known) lies faintly
+beneath them; the stretch of media time not yet decided (the snippet being
+filled and processed) is hatched.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.util
+import math
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from avparse.core.events import Event
+
+MODALITIES = ("audio", "visual", "audiovisual")
+LANE_TAGS = {"audio": "A", "visual": "V", "audiovisual": "AV"}
+BADGE_TEXT = {"audio": "AUDIO", "visual": "VISUAL", "audiovisual": "AUDIO-VISUAL"}
+
+# RGB. Orange / blue / green stay apart for the common colour-vision deficiencies
+# (blue-orange is the safe pair; green differs from both in lightness).
+COLORS = {
+    "audio": (255, 158, 27),
+    "visual": (61, 142, 255),
+    "audiovisual": (46, 204, 113),
+    "bg": (16, 18, 23),
+    "panel": (27, 30, 38),
+    "panel_edge": (46, 51, 64),
+    "stripe": (32, 35, 45),
+    "grid": (52, 57, 71),
+    "text": (236, 238, 243),
+    "dim": (142, 149, 166),
+    "faint": (96, 102, 118),
+    "live": (239, 68, 68),
+    "envelope": (196, 202, 214),
+    "meter_low": (46, 204, 113),
+    "meter_mid": (250, 204, 21),
+    "meter_high": (239, 68, 68),
+}
+
+
+@dataclass(frozen=True)
+class OverlayConfig:
+    width: int = 1280              # picture width in pixels
+    height: int = 720              # picture height in pixels
+    window_seconds: float = 15.0   # media time shown by the timeline (the last N seconds)
+    envelope_step: float = 0.05    # seconds per bin of the audio envelope above the timeline
+    level_seconds: float = 0.1     # audio level meter: RMS over the last this many seconds
+    frame_seconds: float = 3.0     # video frames kept (a recording drawn late still finds the frame of its time)
+    floor_db: float = -60.0        # bottom of the level meter and the envelope, dBFS
+    peak_hold: float = 1.5         # seconds a level peak marker stays before it falls
+    latency_snippets: int = 5      # latency shown: median over this many recent snippets
+    keep_seconds: float = 30.0     # history kept (spans, envelope) beyond which it is dropped
+
+    def __post_init__(self):
+        if self.width < 640 or self.height < 360:
+            raise ValueError(f"overlay size must be at least 640x360, got {self.width}x{self.height}")
+        if self.window_seconds <= 1 or self.keep_seconds < self.window_seconds:
+            raise ValueError("window_seconds must be > 1 and keep_seconds >= window_seconds")
+
+
+@dataclass
+class Span:
+    label: str
+    modality: str
+    onset: float
+    offset: float | None   # None: still open
+    score: float
+    known: float = 0.0         # media time received when the onset arrived
+    closed_known: float = 0.0  # ... and when the offset arrived
+
+
+@dataclass
+class View:
+    """Everything one picture shows (a copy: safe to draw from any thread)."""
+
+    t: float                                  # media time at the right edge of the timeline ("now")
+    frame: np.ndarray | None = None           # uint8 RGB video frame to show
+    level_db: float = -120.0                  # audio level now (RMS, dBFS)
+    peak_db: float = -120.0                   # held peak (dBFS)
+    envelope: np.ndarray | None = None        # dBFS per envelope bin, oldest first
+    envelope_t0: float = 0.0                  # media time of envelope[0]'s start
+    spans: list = field(default_factory=list)     # Span of the timeline window (predicted)
+    truth: list = field(default_factory=list)     # (label, modality, onset, offset) ground truth, av derived
+    frontier: float | None = None             # media time up to which decisions are made
+    latency: float | None = None              # seconds from a snippet's start to its decision (median)
+    compute: float | None = None              # of which: from the snippet's end to its decision
+    snippet_seconds: float = 1.0
+    events: int = 0                           # events received so far
+    drops: int = 0                            # chunks dropped or missing so far (runtime stats)
+    ended: bool = False                       # the stream has ended
+
+
+class OverlayState:
+    """What the demo picture shows, collected from the runtime's threads (thread-safe).
+
+    Everything it learns is stamped with the media time received when it learnt it
+    (``known``: the newest audio's end), so ``view(t, as_of=t)`` draws exactly what a
+    live viewer saw at media time ``t``, however late the picture is drawn (a recording
+    that falls behind, or is finished after the stream ended).
+    """
+
+    def __init__(self, config: OverlayConfig = OverlayConfig(), *, classes: Sequence[str],
+                 truth: Callable[[float, float], list] | None = None):
+        self.config = config
+        self.classes = tuple(classes)
+        self._truth = truth
+        self._lock = threading.Lock()
+        c = config
+        self._frames: deque = deque()                      # (t, image), the last frame_seconds of them
+        self._env_step = c.envelope_step
+        self._env: dict[int, list] = {}                    # bin index -> [sum of squares, n]
+        self._offsets: deque = deque(maxlen=50)            # wall_time - media time of recent audio chunks
+        self.audio_end = 0.0                               # media time of the end of the newest audio
+        self.audio_arrival: float | None = None            # wall stamp of that chunk's end (from the chunk)
+        self.video_end = 0.0                               # media time of the newest frame
+        self._spans: list[Span] = []                       # closed spans, in order of their offset events
+        self._open: dict[tuple, Span] = {}                 # (label, modality) -> open span
+        self._decisions: deque = deque()                   # (known, frontier, latency, compute) per snippet
+        self.snippet_seconds = 1.0
+        self._events: list[float] = []                     # known time of each event
+        self.drops = 0
+        self.ended = False
+
+    # ------------------------------------------------------------- inputs
+    def _known(self) -> float:
+        return self.audio_end if self.audio_arrival is not None else self.video_end
+
+    def audio(self, chunk) -> None:
+        """An AudioChunk (float32 mono samples, media time ``t``)."""
+        x = np.asarray(chunk.samples, np.float32)
+        n = len(x)
+        if n == 0:
+            return
+        sr = chunk.sample_rate
+        end = chunk.t + n / sr
+        step = self._env_step
+        sq = np.square(x, dtype=np.float64)
+        first = int(math.floor(chunk.t / step))
+        last = int(math.floor((end - 1e-9) / step))
+        with self._lock:
+            for b in range(first, last + 1):    # a chunk spans one or a few bins
+                lo = max(0, int(round((b * step - chunk.t) * sr)))
+                hi = min(n, int(round(((b + 1) * step - chunk.t) * sr)))
+                if hi > lo:
+                    acc = self._env.setdefault(b, [0.0, 0])
+                    acc[0] += float(sq[lo:hi].sum())
+                    acc[1] += hi - lo
+            self._offsets.append(chunk.wall_time - chunk.t)
+            self.audio_end = max(self.audio_end, end)
+            self.audio_arrival = chunk.wall_time + n / sr
+            old = int((end - self.config.keep_seconds) / step)
+            if first % 20 == 0:
+                for b in [b for b in self._env if b < old]:
+                    del self._env[b]
+
+    def frame(self, frame) -> None:
+        """A VideoFrame (uint8 RGB, media time ``t``)."""
+        with self._lock:
+            self._frames.append((frame.t, frame.image))
+            while self._frames and self._frames[0][0] < frame.t - self.config.frame_seconds:
+                self._frames.popleft()
+            self.video_end = max(self.video_end, frame.t)
+
+    def probs(self, p) -> None:
+        """The SnippetProbs of one snippet, as the tracker receives it."""
+        with self._lock:
+            lat = comp = None
+            if self._offsets and p.wall_time:
+                off = min(self._offsets)   # the least-delayed chunk: its wall stamp is nearest capture
+                lat = p.wall_time - (off + float(p.t0))
+                comp = p.wall_time - (off + float(p.decided_at))
+            prev = self._decisions[-1][1] if self._decisions else 0.0
+            self._decisions.append((self._known(), max(prev, float(p.decided_at)), lat, comp))
+            while len(self._decisions) > 4 and self._decisions[0][0] < self._known() - self.config.keep_seconds:
+                self._decisions.popleft()
+
+    def emit(self, event: Event) -> None:
+        """Runtime sink: an onset opens a span, an offset closes it."""
+        with self._lock:
+            known = self._known()
+            self._events.append(known)
+            key = (event.label, event.modality)
+            if event.kind == "onset":
+                self._open[key] = Span(event.label, event.modality, event.media_time, None, event.score,
+                                       known=known)
+            else:
+                span = self._open.pop(key, None)
+                onset = event.onset_time if event.onset_time is not None else (span.onset if span else event.media_time)
+                self._spans.append(Span(event.label, event.modality, onset, event.media_time,
+                                        span.score if span else event.score,
+                                        known=span.known if span else known, closed_known=known))
+                if len(self._spans) > 256:   # drop spans long out of any timeline
+                    keep = known - self.config.keep_seconds
+                    self._spans = [s for s in self._spans if s.offset >= keep]
+
+    def stats(self, d: dict) -> None:
+        """Runtime sink: the runtime's figures (drops are shown)."""
+        drops = d.get("drops", {})
+        with self._lock:
+            self.drops = int(sum(drops.get("queue", {}).values()) + drops.get("missing_frames", 0)
+                             + drops.get("audio_gaps", 0))
+
+    def end(self) -> None:
+        with self._lock:
+            self.ended = True
+
+    @staticmethod
+    def _db(sumsq: float, n: int) -> float:
+        return 10 * math.log10(sumsq / n + 1e-12) if n else -120.0
+
+    # ------------------------------------------------------------- output
+    def clock_end(self) -> float:
+        """Media time received so far: the audio's end (the master clock), or the newest
+        frame's time for a stream without sound."""
+        with self._lock:
+            return self._known()
+
+    @property
+    def events(self) -> int:
+        return len(self._events)
+
+    def media_now(self, wall: float, *, ahead: float = 0.25) -> float:
+        """Media time at wall-clock time ``wall`` (the same clock as the chunks' stamps):
+        the newest audio's end moved on by the wall time since it arrived, at most ``ahead``."""
+        with self._lock:
+            if self.audio_arrival is None:
+                return self.video_end
+            return self.audio_end + min(max(wall - self.audio_arrival, 0.0), ahead)
+
+    def view(self, t: float, *, as_of: float | None = None, frame_at: bool = False) -> View:
+        """What the picture at media time ``t`` shows, knowing what was known at media time
+        ``as_of`` (None: everything known now). ``frame_at``: the newest frame whose media
+        time is <= t (video on the audio's time line); otherwise the newest frame."""
+        c = self.config
+        with self._lock:
+            frame = None
+            if self._frames:
+                frame = self._frames[-1][1]
+                if frame_at:
+                    frame = self._frames[0][1]
+                    for ft, img in self._frames:
+                        if ft > t + 1e-6:
+                            break
+                        frame = img
+            step = self._env_step
+            b1 = int(math.floor(min(t, self.audio_end) / step - 1e-9))
+            b0 = int(math.floor(t / step)) - int(math.ceil(c.window_seconds / step))
+            env = np.array([self._db(*self._env[b]) if b in self._env else -120.0 for b in range(b0, b1 + 1)])
+            lv = [self._env[b] for b in range(b1 - max(1, round(c.level_seconds / step)) + 1, b1 + 1) if b in self._env]
+            level = self._db(sum(x[0] for x in lv), sum(x[1] for x in lv))
+            hold = int(round(c.peak_hold / step))
+            peak = max(env[-hold:].max() if len(env) else -120.0, level)
+            lo = t - c.window_seconds
+            k = math.inf if as_of is None else as_of + 1e-9
+            spans = []
+            for s in list(self._spans) + list(self._open.values()):
+                if s.known > k:
+                    continue
+                closed = s.offset is not None and s.closed_known <= k
+                if closed and s.offset < lo:
+                    continue
+                spans.append(Span(s.label, s.modality, s.onset, s.offset if closed else None, s.score))
+            known = [d for d in self._decisions if d[0] <= k]
+            lat = [d for d in known[-c.latency_snippets:] if d[2] is not None]
+            view = View(t=t, frame=frame, level_db=level, peak_db=peak, envelope=env,
+                        envelope_t0=b0 * step, spans=spans, frontier=known[-1][1] if known else None,
+                        latency=float(np.median([d[2] for d in lat])) if lat else None,
+                        compute=float(np.median([d[3] for d in lat])) if lat else None,
+                        snippet_seconds=self.snippet_seconds,
+                        events=len(self._events) if as_of is None else bisect.bisect_right(self._events, k),
+                        drops=self.drops, ended=self.ended and as_of is None)
+        if self._truth is not None:
+            view.truth = with_audiovisual(self._truth(lo - 1, t + 1))
+        return view
+
+
+def with_audiovisual(truth) -> list[tuple[str, str, float, float]]:
+    """(label, modality, onset, offset) audio and visual intervals plus their audio-visual
+    overlaps (the paper's rule: audio-visual where a class is both audible and visible)."""
+    out = [(e.label, e.modality, float(e.onset), float(e.offset)) if hasattr(e, "label") else tuple(e)
+           for e in truth]
+    aud = [x for x in out if x[1] == "audio"]
+    vis = [x for x in out if x[1] == "visual"]
+    for a in aud:
+        for v in vis:
+            if a[0] == v[0]:
+                on, off = max(a[2], v[2]), min(a[3], v[3])
+                if off > on:
+                    out.append((a[0], "audiovisual", on, off))
+    return out
+
+
+# ===================================================================== drawing
+def _font_path(bold: bool) -> str | None:
+    """DejaVu Sans: matplotlib's copy (a dependency) without importing matplotlib, else the system's."""
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    spec = importlib.util.find_spec("matplotlib")
+    dirs = [Path(p) / "mpl-data" / "fonts" / "ttf" for p in (spec.submodule_search_locations or [])] if spec else []
+    dirs.append(Path("/usr/share/fonts/truetype/dejavu"))
+    for d in dirs:
+        if (d / name).is_file():
+            return str(d / name)
+    return None
+
+
+class _Text:
+    """Anti-aliased text as cached alpha masks, blended onto numpy images."""
+
+    def __init__(self):
+        self._fonts: dict = {}
+        self._cache: dict = {}
+
+    def _font(self, size: int, bold: bool):
+        key = (size, bold)
+        if key not in self._fonts:
+            try:
+                from PIL import ImageFont
+            except ImportError:
+                self._fonts[key] = None
+            else:
+                path = _font_path(bold)
+                try:
+                    self._fonts[key] = ImageFont.truetype(path, size) if path else ImageFont.load_default(size)
+                except (OSError, TypeError):
+                    self._fonts[key] = None
+        return self._fonts[key]
+
+    def mask(self, text: str, size: int, bold: bool = False) -> np.ndarray:
+        """float32 [h, w] coverage in [0, 1]; h is the font's line height."""
+        key = (text, size, bold)
+        m = self._cache.get(key)
+        if m is None:
+            font = self._font(size, bold)
+            if font is not None:
+                from PIL import Image, ImageDraw
+
+                asc, desc = font.getmetrics()
+                w = max(1, int(math.ceil(font.getlength(text))) + 2)
+                im = Image.new("L", (w, asc + desc), 0)
+                ImageDraw.Draw(im).text((0, 0), text, font=font, fill=255)
+                m = np.asarray(im, np.float32) / 255.0
+            else:  # no Pillow: OpenCV's Hershey font
+                import cv2
+
+                scale = size / 30.0
+                (w, h), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
+                im = np.zeros((h + base + 2, w + 2), np.uint8)
+                cv2.putText(im, text, (0, h), cv2.FONT_HERSHEY_SIMPLEX, scale, 255, 1 + bold, cv2.LINE_AA)
+                m = im.astype(np.float32) / 255.0
+            if len(self._cache) > 2048:
+                self._cache.clear()
+            self._cache[key] = m
+        return m
+
+    def width(self, text: str, size: int, bold: bool = False) -> int:
+        return self.mask(text, size, bold).shape[1]
+
+    def draw(self, img: np.ndarray, text: str, x: float, y: float, color, size: int, bold: bool = False,
+             anchor: str = "l", valign: str = "t", alpha: float = 1.0) -> int:
+        """Draw ``text`` with its box's left/centre/right (``anchor`` l/c/r) at x and its
+        top/middle (``valign`` t/m) at y; returns the width drawn."""
+        m = self.mask(text, size, bold)
+        h, w = m.shape
+        x0 = int(round(x - (w / 2 if anchor == "c" else w if anchor == "r" else 0)))
+        y0 = int(round(y - (h / 2 if valign == "m" else 0)))
+        _blend_mask(img, m * alpha, x0, y0, color)
+        return w
+
+
+def _blend_mask(img, m, x0, y0, color) -> None:
+    H, W = img.shape[:2]
+    h, w = m.shape
+    xa, ya, xb, yb = max(0, x0), max(0, y0), min(W, x0 + w), min(H, y0 + h)
+    if xb <= xa or yb <= ya:
+        return
+    a = m[ya - y0:yb - y0, xa - x0:xb - x0, None]
+    region = img[ya:yb, xa:xb].astype(np.float32)
+    region += (np.asarray(color, np.float32) - region) * a
+    img[ya:yb, xa:xb] = region.astype(np.uint8)
+
+
+def _fill(img, x0, y0, x1, y1, color, alpha: float = 1.0) -> None:
+    """Axis-aligned box [x0, x1) x [y0, y1), clipped, optionally translucent."""
+    H, W = img.shape[:2]
+    xa, ya = max(0, int(round(x0))), max(0, int(round(y0)))
+    xb, yb = min(W, int(round(x1))), min(H, int(round(y1)))
+    if xb <= xa or yb <= ya:
+        return
+    if alpha >= 1.0:
+        img[ya:yb, xa:xb] = color
+    else:
+        r = img[ya:yb, xa:xb]
+        r[:] = r * (1.0 - alpha) + np.multiply(color, alpha, dtype=np.float32)
+
+
+def _rounded(img, x0, y0, x1, y1, r, color) -> None:
+    import cv2
+
+    x0, y0, x1, y1, r = (int(round(v)) for v in (x0, y0, x1, y1, r))
+    r = max(0, min(r, (x1 - x0) // 2, (y1 - y0) // 2))
+    _fill(img, x0 + r, y0, x1 - r, y1, color)
+    _fill(img, x0, y0 + r, x1, y1 - r, color)
+    for cx, cy in ((x0 + r, y0 + r), (x1 - r - 1, y0 + r), (x0 + r, y1 - r - 1), (x1 - r - 1, y1 - r - 1)):
+        cv2.circle(img, (cx, cy), r, color, -1, cv2.LINE_AA)
+
+
+def _outline(img, x0, y0, x1, y1, color, alpha: float = 1.0) -> None:
+    _fill(img, x0, y0, x1, y0 + 1, color, alpha)
+    _fill(img, x0, y1 - 1, x1, y1, color, alpha)
+    _fill(img, x0, y0 + 1, x0 + 1, y1 - 1, color, alpha)
+    _fill(img, x1 - 1, y0 + 1, x1, y1 - 1, color, alpha)
+
+
+def _clock(t: float) -> str:
+    t = max(0.0, t)
+    m, s = divmod(t, 60.0)
+    return f"{int(m):02d}:{s:04.1f}" if m < 60 else f"{int(m // 60)}:{int(m % 60):02d}:{s:04.1f}"
+
+
+class Overlay:
+    """Draws a :class:`View` into an RGB image of ``config.width`` x ``config.height``."""
+
+    def __init__(self, config: OverlayConfig = OverlayConfig(), *, classes: Sequence[str], title: str = "avparse",
+                 source: str = "", model: str = ""):
+        self.config = config
+        self.classes = tuple(classes)
+        self.title, self.source, self.model = title, source, model
+        self.text = _Text()
+        W, H = config.width, config.height
+        s = self.s = H / 720.0
+        m = self.m = round(16 * s)
+        self.header = round(52 * s)
+        # left column: video, level meter, events now, latency
+        self.lw = min(round(480 * s), W // 2 - m)
+        self.video = (m, self.header + round(6 * s), m + self.lw, self.header + round(6 * s) + round(self.lw * 0.75))
+        y = self.video[3] + round(12 * s)
+        self.meter = (m, y, m + self.lw, y + round(28 * s))
+        y = self.meter[3] + round(12 * s)
+        self.latency_box = (m, H - m - round(54 * s), m + self.lw, H - m)
+        self.now_box = (m, y, m + self.lw, self.latency_box[1] - round(10 * s))
+        # right: timeline
+        x0 = m + self.lw + m
+        self.tl = (x0, self.video[1], W - m, H - m)
+        self.label_w = round(118 * s)
+        self.plot_x0 = x0 + self.label_w
+        self.plot_x1 = W - m - round(10 * s)
+        self.tl_legend_h = round(34 * s)
+        self.axis_h = round(26 * s)
+        self.env_h = round(40 * s)
+        top = self.tl[1] + self.tl_legend_h + self.env_h + round(8 * s)
+        bottom = self.tl[3] - self.axis_h
+        n = max(1, len(self.classes))
+        self.row_h = max(6.0, min(54 * s, (bottom - top) / n))
+        self.rows_y0 = top
+        self.rows_y1 = top + self.row_h * n
+        self._base = None
+        self._hatch = None
+
+    # ------------------------------------------------------------ geometry
+    def x_of(self, t: float, now: float) -> float:
+        c = self.config
+        return self.plot_x1 - (now - t) * (self.plot_x1 - self.plot_x0) / c.window_seconds
+
+    def lane_box(self, label: str, modality: str) -> tuple[float, float]:
+        """(y0, y1) of a class's lane for ``modality``."""
+        i = self.classes.index(label)
+        pad = max(1.0, self.row_h * 0.08)
+        lane = (self.row_h - 2 * pad) / 3
+        y0 = self.rows_y0 + i * self.row_h + pad + MODALITIES.index(modality) * lane
+        return y0, y0 + lane
+
+    # ------------------------------------------------------------ static parts
+    def _static(self) -> np.ndarray:
+        c, s, T = self.config, self.s, self.text
+        img = np.empty((c.height, c.width, 3), np.uint8)
+        img[:] = COLORS["bg"]
+        m = self.m
+        # header
+        w = T.draw(img, self.title, m, round(12 * s), COLORS["text"], round(24 * s), bold=True)
+        T.draw(img, "live audio-visual event parsing", m + w + round(12 * s), round(20 * s), COLORS["dim"], round(14 * s))
+        sub = "  ·  ".join(x for x in (self.source, self.model) if x)
+        if sub:
+            T.draw(img, sub, c.width // 2 + round(40 * s), round(20 * s), COLORS["dim"], round(14 * s), anchor="c")
+        for box in (self.video, self.meter, self.now_box, self.latency_box, self.tl):
+            _rounded(img, *box, round(8 * s), COLORS["panel"])
+        # level meter caption
+        T.draw(img, "LEVEL", self.meter[0] + round(10 * s), (self.meter[1] + self.meter[3]) / 2, COLORS["dim"],
+               round(11 * s), bold=True, valign="m")
+        bx0, by0, bx1, by1, n = self._meter_geometry()
+        for i in range(n):
+            seg = (bx1 - bx0) / n
+            _fill(img, bx0 + i * seg, by0, bx0 + (i + 1) * seg - max(1, round(2 * s)), by1, self._meter_color(i, n),
+                  0.14)
+        T.draw(img, "NOW", self.now_box[0] + round(12 * s), self.now_box[1] + round(8 * s), COLORS["dim"],
+               round(11 * s), bold=True)
+        T.draw(img, "LATENCY", self.latency_box[0] + round(12 * s), self.latency_box[1] + round(8 * s),
+               COLORS["dim"], round(11 * s), bold=True)
+        # timeline: legend, rows, labels
+        x, y = self.tl[0] + round(12 * s), self.tl[1] + round(10 * s)
+        T.draw(img, "TIMELINE", x, y + round(1 * s), COLORS["dim"], round(11 * s), bold=True)
+        lx = self.plot_x0
+        sw = round(22 * s)
+        for mod in MODALITIES:
+            _rounded(img, lx, y + round(2 * s), lx + sw, y + round(12 * s), round(3 * s), COLORS[mod])
+            lx += sw + round(6 * s)
+            lx += T.draw(img, {"audiovisual": "audio-visual"}.get(mod, mod), lx, y, COLORS["text"], round(12 * s))
+            lx += round(16 * s)
+        _fill(img, lx, y + round(1 * s), lx + sw, y + round(13 * s), COLORS["dim"], 0.22)
+        _outline(img, lx, y + round(1 * s), lx + sw, y + round(13 * s), COLORS["dim"], 0.6)
+        lx += sw + round(6 * s)
+        lx += T.draw(img, "ground truth", lx, y, COLORS["text"], round(12 * s)) + round(16 * s)
+        hx = lx
+        _fill(img, hx, y + round(1 * s), hx + sw, y + round(13 * s), COLORS["bg"])
+        self._hatch_box(img, hx, y + round(1 * s), hx + sw, y + round(13 * s))
+        T.draw(img, "deciding", hx + sw + round(6 * s), y, COLORS["text"], round(12 * s))
+        ey0 = self.tl[1] + self.tl_legend_h
+        T.draw(img, "sound", self.tl[0] + round(12 * s), ey0 + self.env_h / 2, COLORS["dim"], round(13 * s),
+               valign="m")
+        tag_size = round(min(10 * s, (self.row_h - 2) / 3 * 0.95))
+        label_size = round(min(15 * s, max(9.0, self.row_h * 0.5)))
+        for i, name in enumerate(self.classes):
+            y0 = self.rows_y0 + i * self.row_h
+            if i % 2 == 0:
+                _fill(img, self.tl[0] + round(4 * s), y0, self.plot_x1, y0 + self.row_h, COLORS["stripe"])
+            T.draw(img, name, self.tl[0] + round(12 * s), y0 + self.row_h / 2, COLORS["text"], label_size,
+                   valign="m")
+            if tag_size >= 7:
+                for mod in MODALITIES:
+                    ly0, ly1 = self.lane_box(name, mod)
+                    T.draw(img, LANE_TAGS[mod], self.plot_x0 - round(6 * s), (ly0 + ly1) / 2, COLORS["faint"],
+                           tag_size, anchor="r", valign="m")
+        return img
+
+    def _hatch_box(self, img, x0, y0, x1, y1, alpha: float = 0.35) -> None:
+        H, W = img.shape[:2]
+        xa, ya, xb, yb = max(0, int(round(x0))), max(0, int(round(y0))), min(W, int(round(x1))), min(H, int(round(y1)))
+        if xb <= xa or yb <= ya:
+            return
+        if self._hatch is None:
+            yy, xx = np.mgrid[0:H, 0:W]
+            self._hatch = ((xx + yy) % max(4, round(7 * self.s))) < max(1, round(1.5 * self.s))
+        lines = self._hatch[ya:yb, xa:xb]
+        r = img[ya:yb, xa:xb]
+        r[lines] = (r[lines] + (np.asarray(COLORS["dim"], np.float32) - r[lines]) * alpha).astype(np.uint8)
+
+    # ------------------------------------------------------------ the picture
+    def render(self, v: View) -> np.ndarray:
+        if self._base is None:
+            self._base = self._static()
+        img = self._base.copy()
+        self._header(img, v)
+        self._video(img, v)
+        self._meter(img, v)
+        self._now(img, v)
+        self._latency(img, v)
+        self._timeline(img, v)
+        return img
+
+    def _header(self, img, v: View) -> None:
+        s, T, c = self.s, self.text, self.config
+        x = c.width - self.m
+        x -= T.draw(img, _clock(v.t), x, round(12 * s), COLORS["text"], round(24 * s), bold=True, anchor="r")
+        x -= round(12 * s)
+        if v.ended:
+            T.draw(img, "ENDED", x, round(20 * s), COLORS["dim"], round(13 * s), bold=True, anchor="r")
+        else:
+            w = T.draw(img, "LIVE", x, round(20 * s), COLORS["live"], round(13 * s), bold=True, anchor="r")
+            import cv2
+
+            cv2.circle(img, (int(x - w - round(9 * s)), int(round(28 * s))), max(2, round(5 * s)), COLORS["live"],
+                       -1, cv2.LINE_AA)
+
+    def _video(self, img, v: View) -> None:
+        import cv2
+
+        x0, y0, x1, y1 = self.video
+        s = self.s
+        if v.frame is None:
+            self.text.draw(img, "waiting for video…", (x0 + x1) / 2, (y0 + y1) / 2, COLORS["dim"], round(16 * s),
+                           anchor="c", valign="m")
+            return
+        f = v.frame
+        h, w = f.shape[:2]
+        pad = round(6 * s)
+        bw, bh = x1 - x0 - 2 * pad, y1 - y0 - 2 * pad
+        k = min(bw / w, bh / h)
+        nw, nh = max(1, int(w * k)), max(1, int(h * k))
+        interp = cv2.INTER_CUBIC if k > 1 else cv2.INTER_AREA
+        pic = cv2.resize(np.ascontiguousarray(f), (nw, nh), interpolation=interp)
+        px, py = x0 + pad + (bw - nw) // 2, y0 + pad + (bh - nh) // 2
+        img[py:py + nh, px:px + nw] = pic
+        # the events active now, as badges over the picture's bottom edge
+        active = self._active(v)
+        bx, by = px + round(8 * s), py + nh - round(8 * s)
+        for label, mods in active[:4]:
+            by -= round(24 * s)
+            name_w = self.text.width(label, round(13 * s), True)
+            width = name_w + round(16 * s) + sum(self.text.width(LANE_TAGS[m], round(11 * s), True) + round(12 * s)
+                                                  for m in mods)
+            _fill(img, bx, by, bx + width, by + round(20 * s), (0, 0, 0), 0.55)
+            xx = bx + round(6 * s)
+            xx += self.text.draw(img, label, xx, by + round(10 * s), COLORS["text"], round(13 * s), True,
+                                 valign="m") + round(6 * s)
+            for mod in mods:
+                tw = self.text.width(LANE_TAGS[mod], round(11 * s), True)
+                _rounded(img, xx, by + round(3 * s), xx + tw + round(8 * s), by + round(17 * s), round(3 * s),
+                         COLORS[mod])
+                self.text.draw(img, LANE_TAGS[mod], xx + round(4 * s), by + round(10 * s), (15, 15, 20),
+                               round(11 * s), True, valign="m")
+                xx += tw + round(12 * s)
+
+    def _active(self, v: View) -> list[tuple[str, list[str]]]:
+        by_class: dict[str, list[str]] = {}
+        for sp in v.spans:
+            if sp.offset is None:
+                by_class.setdefault(sp.label, []).append(sp.modality)
+        order = {c: i for i, c in enumerate(self.classes)}
+        return [(k, sorted(ms, key=MODALITIES.index)) for k, ms in sorted(by_class.items(),
+                                                                          key=lambda kv: order.get(kv[0], 1 << 20))]
+
+    def _meter_geometry(self):
+        s = self.s
+        x0, y0, x1, y1 = self.meter
+        return x0 + round(64 * s), y0 + round(8 * s), x1 - round(76 * s), y1 - round(8 * s), 40
+
+    def _meter_color(self, i: int, n: int):
+        db = self.config.floor_db * (1 - (i + 0.5) / n)
+        return COLORS["meter_high"] if db > -6 else COLORS["meter_mid"] if db > -20 else COLORS["meter_low"]
+
+    def _meter(self, img, v: View) -> None:
+        c, s = self.config, self.s
+        x0, y0, x1, y1 = self.meter
+        bx0, by0, bx1, by1, n = self._meter_geometry()
+        seg = (bx1 - bx0) / n
+        frac = min(1.0, max(0.0, (v.level_db - c.floor_db) / -c.floor_db))
+        lit = int(round(frac * n))
+        for i in range(lit):   # the unlit segments are in the static picture
+            _fill(img, bx0 + i * seg, by0, bx0 + (i + 1) * seg - max(1, round(2 * s)), by1, self._meter_color(i, n))
+        pf = min(1.0, max(0.0, (v.peak_db - c.floor_db) / -c.floor_db))
+        if pf > 0:
+            px = bx0 + pf * (bx1 - bx0)
+            _fill(img, px - max(1, round(1.5 * s)), by0 - round(2 * s), px + max(1, round(1.5 * s)),
+                  by1 + round(2 * s), COLORS["text"])
+        txt = f"{v.level_db:.0f} dB" if v.level_db > c.floor_db else f"< {c.floor_db:.0f} dB"
+        self.text.draw(img, txt, x1 - round(10 * s), (y0 + y1) / 2, COLORS["text"], round(13 * s), anchor="r",
+                       valign="m")
+
+    def _now(self, img, v: View) -> None:
+        s, T = self.s, self.text
+        x0, y0, x1, y1 = self.now_box
+        y = y0 + round(28 * s)
+        rh = round(26 * s)
+        truth_h = round(24 * s) if v.truth else 0
+        active = self._active(v)
+        since = {}
+        for sp in v.spans:
+            if sp.offset is None:
+                since[sp.label] = min(since.get(sp.label, sp.onset), sp.onset)
+        room = max(1, int((y1 - truth_h - y) // rh))
+        if not active:
+            T.draw(img, "nothing detected right now", x0 + round(12 * s), y + round(4 * s), COLORS["faint"],
+                   round(14 * s))
+        for k, (label, mods) in enumerate(active):
+            if k == room - 1 and len(active) > room:
+                T.draw(img, f"+ {len(active) - k} more", x0 + round(12 * s), y, COLORS["dim"], round(13 * s))
+                break
+            T.draw(img, label, x0 + round(12 * s), y + rh / 2 - round(3 * s), COLORS["text"], round(16 * s),
+                   bold=True, valign="m")
+            bx = x0 + round(130 * s)
+            for mod in mods:
+                tw = T.width(BADGE_TEXT[mod], round(11 * s), True)
+                _rounded(img, bx, y + round(2 * s), bx + tw + round(14 * s), y + rh - round(8 * s), round(4 * s),
+                         COLORS[mod])
+                T.draw(img, BADGE_TEXT[mod], bx + round(7 * s), y + rh / 2 - round(3 * s), (15, 15, 20),
+                       round(11 * s), True, valign="m")
+                bx += tw + round(20 * s)
+            T.draw(img, f"{max(0.0, v.t - since[label]):.0f} s", x1 - round(12 * s), y + rh / 2 - round(3 * s),
+                   COLORS["dim"], round(13 * s), anchor="r", valign="m")
+            y += rh
+        if v.truth:
+            now = sorted({(lab, mod) for lab, mod, on, off in v.truth if on <= v.t < off and mod != "audiovisual"})
+            parts: dict[str, str] = {}
+            for lab, mod in now:
+                parts[lab] = parts.get(lab, "") + LANE_TAGS[mod]
+            text = "truth now: " + (", ".join(f"{k} ({'+'.join(x for x in ('A', 'V') if x in t)})"
+                                              for k, t in parts.items()) if parts else "nothing")
+            T.draw(img, text, x0 + round(12 * s), y1 - round(22 * s), COLORS["dim"], round(12 * s))
+
+    def _latency(self, img, v: View) -> None:
+        s, T = self.s, self.text
+        x0, y0, x1, y1 = self.latency_box
+        if v.latency is None:
+            T.draw(img, "waiting for the first snippet…", x0 + round(110 * s), (y0 + y1) / 2, COLORS["faint"],
+                   round(14 * s), valign="m")
+        else:
+            w = T.draw(img, f"{v.latency:.2f} s", x0 + round(104 * s), (y0 + y1) / 2, COLORS["text"],
+                       round(24 * s), bold=True, valign="m")
+            T.draw(img, f"= {v.latency - v.compute:.2f} s snippet + {v.compute:.2f} s compute",
+                   x0 + round(116 * s) + w, (y0 + y1) / 2 + round(2 * s), COLORS["dim"], round(12 * s), valign="m")
+        T.draw(img, f"{v.events} events" + (f"  ·  {v.drops} dropped" if v.drops else ""), x0 + round(12 * s),
+               y1 - round(20 * s), COLORS["faint"], round(11 * s))
+
+    def _timeline(self, img, v: View) -> None:
+        c, s, T = self.config, self.s, self.text
+        now = v.t
+        x0, x1 = self.plot_x0, self.plot_x1
+        ey0 = self.tl[1] + self.tl_legend_h
+        ey1 = ey0 + self.env_h
+        ry0, ry1 = self.rows_y0, self.rows_y1
+        # seconds grid, labels every 5 s
+        first = math.ceil(now - c.window_seconds)
+        for sec in range(first, int(math.floor(now)) + 1):
+            x = self.x_of(sec, now)
+            major = sec % 5 == 0
+            _fill(img, x, ey0, x + 1, ry1, COLORS["grid"], 0.9 if major else 0.45)
+            if major and sec >= 0 and x0 + 16 * s < x < x1 - 30 * s:
+                T.draw(img, _clock(sec)[:-2], x, ry1 + round(6 * s), COLORS["dim"], round(11 * s), anchor="c")
+        # audio envelope: one column per pixel, mirrored about the lane's middle
+        if v.envelope is not None and len(v.envelope):
+            xa, xb = int(math.ceil(x0)), int(x1)
+            ts = now - (x1 - np.arange(xa, xb)) * c.window_seconds / (x1 - x0)
+            idx = np.floor((ts - v.envelope_t0) / c.envelope_step).astype(int)
+            ok = (idx >= 0) & (idx < len(v.envelope)) & (ts >= 0)
+            amp = np.where(ok, np.clip((v.envelope[np.clip(idx, 0, len(v.envelope) - 1)] - c.floor_db)
+                                       / -c.floor_db, 0, 1), -1.0)   # -1: no sound known there
+            ya, yb = int(ey0), int(ey1)
+            mid, half = (ey0 + ey1) / 2, (ey1 - ey0) / 2 - 2
+            ys = np.arange(ya, yb)[:, None] + 0.5
+            mask = (np.abs(ys - mid) <= amp[None, :] * half + 0.5).astype(np.float32) * 0.75
+            _blend_mask(img, mask, xa, ya, COLORS["envelope"])
+        # ground truth, faint, beneath
+        for label, mod, on, off in v.truth:
+            if label not in self.classes or off <= now - c.window_seconds or on >= now:
+                continue
+            ly0, ly1 = self.lane_box(label, mod)
+            xa, xb = max(x0, self.x_of(on, now)), min(x1, self.x_of(off, now))
+            _fill(img, xa, ly0, xb, ly1, COLORS[mod], 0.2)
+            _outline(img, xa, ly0, xb, ly1, COLORS[mod], 0.5)
+        # predicted spans
+        for sp in v.spans:
+            if sp.label not in self.classes:
+                continue
+            end = now if sp.offset is None else sp.offset
+            if end <= now - c.window_seconds:
+                continue
+            ly0, ly1 = self.lane_box(sp.label, sp.modality)
+            inset = (ly1 - ly0) * 0.2
+            xa, xb = max(x0, self.x_of(sp.onset, now)), min(x1, self.x_of(end, now))
+            if xb - xa < 2:
+                xb = xa + 2
+            _fill(img, xa, ly0 + inset, xb, ly1 - inset, COLORS[sp.modality])
+        # not decided yet: from the decision frontier to now
+        if v.frontier is not None and v.frontier < now:
+            xa = max(x0, self.x_of(v.frontier, now))
+            self._hatch_box(img, xa, ey0, x1, ry1, alpha=0.22)
+        # now
+        _fill(img, x1, ey0 - round(4 * s), x1 + max(2, round(2 * s)), ry1 + round(4 * s), COLORS["text"])
+        T.draw(img, "now", x1, ry1 + round(6 * s), COLORS["text"], round(11 * s), bold=True, anchor="c")
