@@ -23,7 +23,7 @@ if [ ! -x .venv/bin/python ]; then
     "$PY" -m venv .venv
 fi
 # pip warns about every local index folder it skips: keep the log readable.
-pipq() { .venv/bin/python -m pip "$@" 2>&1 | grep -v "is neither a file nor a directory"; return "${PIPESTATUS[0]}"; }
+pipq() { .venv/bin/python -m pip "$@" > >(grep -v "is neither a file nor a directory" || true) 2>&1; }
 pipq install -q --upgrade pip
 # The pinned torch first, so that nothing pulls a different build.
 pipq install -q "torch==2.14.1" "torchvision==0.29.1"
