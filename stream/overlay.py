@@ -72,7 +72,8 @@ class OverlayConfig:
     envelope_step: float = 0.05    # seconds per bin of the audio envelope above the timeline
     level_seconds: float = 0.1     # audio level meter: RMS over the last this many seconds
     frame_seconds: float = 3.0     # video frames kept (a recording drawn late still finds the frame of its time)
-    floor_db: float = -60.0        # bottom of the level meter and the envelope, dBFS
+    floor_db: float = -60.0        # bottom of the level meter, dBFS (its top is 0 dBFS)
+    envelope_db: tuple = (-50.0, -10.0)  # dBFS at the bottom and the top of the sound envelope
     peak_hold: float = 1.5         # seconds a level peak marker stays before it falls
     latency_snippets: int = 5      # latency shown: median over this many recent snippets
     keep_seconds: float = 30.0     # history kept (spans, envelope) beyond which it is dropped
@@ -437,6 +438,11 @@ def _outline(img, x0, y0, x1, y1, color, alpha: float = 1.0) -> None:
     _fill(img, x1 - 1, y0 + 1, x1, y1 - 1, color, alpha)
 
 
+def _pretty(label: str) -> str:
+    """A class name for people: LLP's "Frying_(food)" -> "Frying (food)"."""
+    return label.replace("_", " ")
+
+
 def _clock(t: float) -> str:
     t = max(0.0, t)
     m, s = divmod(t, 60.0)
@@ -467,8 +473,6 @@ class Overlay:
         # right: timeline
         x0 = m + self.lw + m
         self.tl = (x0, self.video[1], W - m, H - m)
-        self.label_w = round(118 * s)
-        self.plot_x0 = x0 + self.label_w
         self.plot_x1 = W - m - round(10 * s)
         self.tl_legend_h = round(34 * s)
         self.axis_h = round(26 * s)
@@ -479,6 +483,13 @@ class Overlay:
         self.row_h = max(6.0, min(54 * s, (bottom - top) / n))
         self.rows_y0 = top
         self.rows_y1 = top + self.row_h * n
+        # the label column: as wide as the longest class name needs (within bounds)
+        self.tag_size = round(min(10 * s, (self.row_h - 2) / 3 * 0.95))
+        self.label_size = round(min(15 * s, max(9.0, self.row_h * 0.5)))
+        self.tags_w = round(30 * s) if self.tag_size >= 7 else round(8 * s)
+        longest = max((self.text.width(_pretty(c), self.label_size) for c in self.classes), default=0)
+        self.label_w = int(min(max(longest + self.tags_w + round(16 * s), 110 * s), 200 * s))
+        self.plot_x0 = x0 + self.label_w
         self._base = None
         self._hatch = None
 
@@ -542,14 +553,13 @@ class Overlay:
         ey0 = self.tl[1] + self.tl_legend_h
         T.draw(img, "sound", self.tl[0] + round(12 * s), ey0 + self.env_h / 2, COLORS["dim"], round(13 * s),
                valign="m")
-        tag_size = round(min(10 * s, (self.row_h - 2) / 3 * 0.95))
-        label_size = round(min(15 * s, max(9.0, self.row_h * 0.5)))
+        tag_size, label_size = self.tag_size, self.label_size
         for i, name in enumerate(self.classes):
             y0 = self.rows_y0 + i * self.row_h
             if i % 2 == 0:
                 _fill(img, self.tl[0] + round(4 * s), y0, self.plot_x1, y0 + self.row_h, COLORS["stripe"])
-            T.draw(img, name, self.tl[0] + round(12 * s), y0 + self.row_h / 2, COLORS["text"], label_size,
-                   valign="m")
+            text, size = self._fit(_pretty(name), self.label_w - self.tags_w - round(12 * s), label_size)
+            T.draw(img, text, self.tl[0] + round(12 * s), y0 + self.row_h / 2, COLORS["text"], size, valign="m")
             if tag_size >= 7:
                 for mod in MODALITIES:
                     ly0, ly1 = self.lane_box(name, mod)
@@ -620,6 +630,7 @@ class Overlay:
         bx, by = px + round(8 * s), py + nh - round(8 * s)
         for label, mods in active[:4]:
             by -= round(24 * s)
+            label = _pretty(label)
             name_w = self.text.width(label, round(13 * s), True)
             width = name_w + round(16 * s) + sum(self.text.width(LANE_TAGS[m], round(11 * s), True) + round(12 * s)
                                                   for m in mods)
@@ -690,7 +701,8 @@ class Overlay:
             if k == room - 1 and len(active) > room:
                 T.draw(img, f"+ {len(active) - k} more", x0 + round(12 * s), y, COLORS["dim"], round(13 * s))
                 break
-            T.draw(img, label, x0 + round(12 * s), y + rh / 2 - round(3 * s), COLORS["text"], round(16 * s),
+            name, size = self._fit(_pretty(label), round(112 * s), round(16 * s), bold=True)
+            T.draw(img, name, x0 + round(12 * s), y + rh / 2 - round(3 * s), COLORS["text"], size,
                    bold=True, valign="m")
             bx = x0 + round(130 * s)
             for mod in mods:
@@ -708,9 +720,20 @@ class Overlay:
             parts: dict[str, str] = {}
             for lab, mod in now:
                 parts[lab] = parts.get(lab, "") + LANE_TAGS[mod]
-            text = "truth now: " + (", ".join(f"{k} ({'+'.join(x for x in ('A', 'V') if x in t)})"
+            text = "truth now: " + (", ".join(f"{_pretty(k)} ({'+'.join(x for x in ('A', 'V') if x in t)})"
                                               for k, t in parts.items()) if parts else "nothing")
             T.draw(img, text, x0 + round(12 * s), y1 - round(22 * s), COLORS["dim"], round(12 * s))
+
+    def _fit(self, text: str, width: int, size: int, bold: bool = False) -> tuple[str, int]:
+        """``text`` at ``size`` or smaller (down to 3/4 of it), cut with an ellipsis if still too wide."""
+        T = self.text
+        for sz in range(size, max(8, int(size * 0.75)) - 1, -1):
+            if T.width(text, sz, bold) <= width:
+                return text, sz
+        sz = max(8, int(size * 0.75))
+        while len(text) > 1 and T.width(text + "…", sz, bold) > width:
+            text = text[:-1]
+        return text.rstrip() + "…", sz
 
     def _latency(self, img, v: View) -> None:
         s, T = self.s, self.text
@@ -747,8 +770,9 @@ class Overlay:
             ts = now - (x1 - np.arange(xa, xb)) * c.window_seconds / (x1 - x0)
             idx = np.floor((ts - v.envelope_t0) / c.envelope_step).astype(int)
             ok = (idx >= 0) & (idx < len(v.envelope)) & (ts >= 0)
-            amp = np.where(ok, np.clip((v.envelope[np.clip(idx, 0, len(v.envelope) - 1)] - c.floor_db)
-                                       / -c.floor_db, 0, 1), -1.0)   # -1: no sound known there
+            lo_db, hi_db = c.envelope_db
+            amp = np.where(ok, np.clip((v.envelope[np.clip(idx, 0, len(v.envelope) - 1)] - lo_db)
+                                       / (hi_db - lo_db), 0, 1), -1.0)   # -1: no sound known there
             ya, yb = int(ey0), int(ey1)
             mid, half = (ey0 + ey1) / 2, (ey1 - ey0) / 2 - 2
             ys = np.arange(ya, yb)[:, None] + 0.5
