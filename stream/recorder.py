@@ -12,7 +12,7 @@ ffmpeg reading its inputs in any order).
 
 It is also a runtime sink: ``emit(event)`` appends ``event.to_dict()`` as one
 JSON line to ``events_path`` (flushed per line; ``Event.from_dict`` reads it
-back). ``close()`` finalises both.
+back; :class:`EventFile` alone does only that). ``close()`` finalises both.
 """
 
 from __future__ import annotations
@@ -115,6 +115,39 @@ class _Pipe:
         self.thread.join(timeout)
 
 
+class EventFile:
+    """A runtime sink writing each event as one JSON line (``event.to_dict()``), flushed per line."""
+
+    def __init__(self, path: str):
+        self.path = str(path)
+        self.events = 0
+        self._f = None
+        self._lock = threading.Lock()
+
+    def open(self) -> "EventFile":
+        try:
+            self._f = open(self.path, "w", encoding="utf-8")
+        except OSError as e:
+            raise RecorderError(f"{self.path}: cannot write the event file: {e.strerror}") from None
+        return self
+
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            if self._f is not None:
+                self._f.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+                self._f.flush()
+                self.events += 1
+
+    def stats(self, d: dict) -> None:
+        pass
+
+    def close(self) -> None:
+        with self._lock:
+            if self._f is not None:
+                self._f.close()
+                self._f = None
+
+
 class Recorder:
     """Annotated video + audio into one mp4 (ffmpeg), events into JSON lines."""
 
@@ -122,7 +155,6 @@ class Recorder:
         self.config = config
         self.frames = 0
         self.samples = 0
-        self.events = 0
         self._proc = None
         self._video = self._audio = None
         self._events = None
@@ -140,10 +172,7 @@ class Recorder:
         if not path.parent.is_dir():
             raise RecorderError(f"{cfg.path}: the folder {path.parent} does not exist")
         if cfg.events_path:
-            try:
-                self._events = open(cfg.events_path, "w", encoding="utf-8")
-            except OSError as e:
-                raise RecorderError(f"{cfg.events_path}: cannot write the event file: {e.strerror}") from None
+            self._events = EventFile(cfg.events_path).open()
         self._tmp = str(path.with_name(path.name + ".part"))
         r, w = os.pipe()
         try:
@@ -212,10 +241,11 @@ class Recorder:
     # ------------------------------------------------------------- the sink API
     def emit(self, event: Event) -> None:
         if self._events is not None:
-            with self._lock:
-                self._events.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
-                self._events.flush()
-                self.events += 1
+            self._events.emit(event)
+
+    @property
+    def events(self) -> int:
+        return self._events.events if self._events is not None else 0
 
     def stats(self, d: dict) -> None:
         pass
@@ -255,6 +285,21 @@ class Recorder:
             why = "no frames were written" if rc == 0 else self._last_error()
             raise RecorderError(f"could not write {self.config.path}: {why}")
         os.replace(self._tmp, self.config.path)
+
+    def discard(self) -> None:
+        """Stop and remove what was written (a run that never started)."""
+        if self._proc is not None and not self._closed:
+            self._closed = True
+            self._proc.kill()
+            for pipe in (self._video, self._audio):
+                pipe.finish()
+                pipe.join(5.0)
+            self._proc.wait()
+            Path(self._tmp).unlink(missing_ok=True)
+        self._closed = True
+        if self._events is not None:
+            self._events.close()
+            Path(self._events.path).unlink(missing_ok=True)
 
     def __enter__(self):
         return self.open()

@@ -318,7 +318,7 @@ def _run(args) -> int:
     from avparse.stream.overlay import Overlay, OverlayConfig, OverlayState
     from avparse.stream.pipeline import RealClock, Runtime, pipeline_config
     from avparse.stream.publisher import Publisher, PublisherError
-    from avparse.stream.recorder import Recorder, RecorderConfig, RecorderError
+    from avparse.stream.recorder import EventFile, Recorder, RecorderConfig, RecorderError
     from avparse.stream.sources import SceneSource, SourceError
     from avparse.stream.tracker import TrackerConfig
     from avparse.stream.types import AudioChunk, VideoFrame
@@ -329,7 +329,7 @@ def _run(args) -> int:
         stopped.set()
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    publisher = recorder = None
+    publisher = recorder = event_file = None
     runtime = thread = None
     try:
         if not args.no_publish:
@@ -391,6 +391,11 @@ def _run(args) -> int:
                                                    sample_rate=profile.sample_rate, events_path=events_path)).open()
             except RecorderError as e:
                 raise UserError(str(e)) from None
+        elif events_path:   # a window and an event file, no video file
+            try:
+                event_file = EventFile(events_path).open()
+            except RecorderError as e:
+                raise UserError(str(e)) from None
         audio_src = next((s for s in sources if "audio" in _kinds(s)), None)
         same_clock = audio_src is not None and "video" in _kinds(audio_src)
 
@@ -417,7 +422,7 @@ def _run(args) -> int:
         extractor = run_tool._extractor(loaded, {"device": args.device, "extractor_weights": args.extractor_weights})
         runtime = Runtime(config, loaded, extractor, tapped, clock=RealClock())
         runtime.pipeline.tracker = ProbsTap(runtime.pipeline.tracker, state.probs)
-        for sink in (publisher, state, recorder, None if args.quiet else TerminalSink()):
+        for sink in (publisher, state, recorder, event_file, None if args.quiet else TerminalSink()):
             if sink is not None:
                 runtime.add_sink(sink)
         if stopped.is_set():
@@ -473,6 +478,8 @@ def _run(args) -> int:
         if recorder is not None:
             print(f"avparse demo: wrote {out} ({recorder.frames} frames, {recorder.video_seconds:.1f} s)"
                   + (f" and {events_path} ({recorder.events} events)" if events_path else ""), file=sys.stderr)
+        elif event_file is not None:
+            print(f"avparse demo: wrote {events_path} ({event_file.events} events)", file=sys.stderr)
         print(f"avparse demo: {state.events} events", file=sys.stderr)
         return 0
     finally:
@@ -480,10 +487,14 @@ def _run(args) -> int:
             runtime.stop("stopped")
             thread.join(timeout=10)
         if recorder is not None:
+            if thread is None:   # never started: leave no half-made files behind
+                recorder.discard()
             try:
                 recorder.close()
             except RecorderError:
                 pass
+        if event_file is not None:
+            event_file.close()
         if publisher is not None:
             publisher.close(reason="stopped")
         for sig, h in old.items():

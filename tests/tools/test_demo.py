@@ -209,6 +209,15 @@ def test_busy_port_is_one_line(capsys, checkpoint, tmp_path):
     assert not (tmp_path / "x.mp4").exists()
 
 
+def test_a_start_that_fails_leaves_no_files(capsys, checkpoint, tmp_path):
+    bad = tmp_path / "notmedia.mp4"
+    bad.write_bytes(b"this is not a video" * 100)
+    rc = demo.main(["--model", str(checkpoint), "--file", str(bad), "--headless", "--out", str(tmp_path / "o.mp4"),
+                    "--no-publish"])
+    assert "notmedia.mp4" in one_line_error(capsys, rc)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notmedia.mp4"]
+
+
 # ---------------------------------------------------------------------------- headless
 def test_headless_recording_matches_the_published_events(checkpoint, tmp_path, capsys):
     """4 s of generated scene: 40 frames at 10 fps, sound in sync with the scene, the overlay
