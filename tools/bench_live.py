@@ -597,10 +597,12 @@ def targets(res: dict) -> list[dict]:
             return
         gt = s["latency"]["onset"]
         ev = s["event_latency"]["onset"]
-        if gt.get("n", 0) >= 3:
+        if gt.get("n", 0) >= 3 and not res.get("model", "").startswith("RANDOM"):
             m, how = gt["p50"], f"ground-truth onsets (n={gt['n']})"
         else:
-            m, how = ev.get("p50"), f"no ground truth matched; every published onset vs its own media time (n={ev.get('n', 0)})"
+            why = "random model: its matches with the truth are chance" if res.get("model", "").startswith("RANDOM") \
+                else "fewer than 3 true onsets matched"
+            m, how = ev.get("p50"), f"{why}; every published onset against its own media time (n={ev.get('n', 0)})"
         rows.append({"target": key, "limit": limit, "measured": m, "how": how,
                      "verdict": "n/a" if m is None else ("met" if m <= limit else "MISSED")})
 
@@ -679,7 +681,11 @@ def markdown(res: dict) -> str:
               f"{any_s['speed']:g}x real time, subscriber in another process", "",
               "Latency: from the moment an onset/offset happened in the media to its message at the subscriber "
               f"(seconds). Truth: ground-truth marks matched within {res['config']['tolerance']:g} s; "
-              "events: every published onset/offset against its own media time.", "",
+              "events: every published onset/offset against its own media time. Neither counts onsets at media "
+              "time 0 (under way when the stream starts)."
+              + (" The model has random weights: matches with the truth are chance, and so are their latencies "
+                 "(one can be negative: an event decided before a true onset within the tolerance)."
+                 if res.get("model", "").startswith("RANDOM") else ""), "",
               "| config | onset p50 / p95 / p99 (truth) | offset p50 / p95 / p99 (truth) | matched / missed / spurious "
               "| onset p50 / p95 (events) | compute ms per snippet | compute s per media s per stream | real time | "
               "nothing lost |", "|---|---|---|---|---|---|---|---|---|"]
@@ -706,6 +712,17 @@ def markdown(res: dict) -> str:
             L.append(f"| {name} | " + " | ".join(_fmt(lp.get(k), "", 3) for k in PARTS) + f" | {_fmt(tot, '', 3)} | "
                      + " | ".join(f"{w[k]:.1f}" for k in ("assembler", "extraction", "HAN", "tracking", "publishing"))
                      + " |")
+        L += ["", "### Stages inside the live runs (median [p10-p90])", "",
+              "| config | capture -> snippet ready (s) | snippet ready -> prediction (s) | extraction ms per snippet "
+              "(mean batch) | HAN ms per window | tracking ms per prediction | emit ms per event | emit -> receipt "
+              "ms (p99) |", "|---|---|---|---|---|---|---|---|"]
+        for name, s in e2e.items():
+            c, sn, tr = s["compute"], s.get("snippets", {}), s["stream"].get("transport")
+            L.append(f"| {name} | {_spread_cell(sn.get('capture_to_ready'), 3)} | "
+                     f"{_spread_cell(sn.get('ready_to_prediction'), 3)} | {_spread_cell(c['extract_ms_per_snippet'])} "
+                     f"({c['mean_batch']:.1f}) | {_spread_cell(c['han_ms_per_window'], 2)} | "
+                     f"{_spread_cell(c['tracker_ms_per_prediction'], 3)} | {_spread_cell(c['publish_ms_per_event'], 3)} | "
+                     f"{_sp(tr, scale=1000)} ({_sp(tr, 'p99', scale=1000)}) |")
         rt = res.get("ratios", {})
         if rt:
             L += ["", "### Ratios to the baseline (option / baseline)", "",
@@ -720,8 +737,8 @@ def markdown(res: dict) -> str:
     if cap:
         L += ["## Capacity (baseline configuration)", "",
               f"Largest number of real-time streams: **{cap['max_realtime_streams']}** (swept K = "
-              f"{', '.join(map(str, cap['swept']))}); of those, with p95 decision lag <= {cap['prompt_lag']:g} s: "
-              f"**{cap['max_prompt_streams']}**; estimate from the best compute RTF (1 / compute s per media s): "
+              f"{', '.join(map(str, cap['swept']))}); of those, with p95 decision lag <= {cap.get('prompt_lag', 1.0):g} s: "
+              f"**{cap.get('max_prompt_streams', 'n/a')}**; estimate from the best compute RTF (1 / compute s per media s): "
               f"{cap['estimate_from_rtf']}. Criterion: {cap['criterion']}.", "",
               "| K | compute s per media s per stream | CPU s per media s per stream (all threads) | decision lag p50 / "
               "p95 (s) | lag slope (s/s) | onset p50 (events) | real time |", "|---|---|---|---|---|---|---|"]
@@ -878,7 +895,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-plots", action="store_true")
     p.add_argument("--seed", type=int, default=d.seed)
     p.add_argument("--quick", action="store_true", help="smoke mode: seconds, one repetition, tiny runs")
+    p.add_argument("--report", metavar="DIR", type=Path,
+                   help="measure nothing: write results.md and the plots again from DIR/results.json")
     return p
+
+
+def report(folder: Path, plots: bool = True) -> None:
+    """results.md and the plots from an earlier run's results.json."""
+    path = folder / "results.json"
+    try:
+        res = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file; pass --report with the --out folder of an earlier run") from None
+    except (OSError, ValueError) as e:
+        raise UserError(f"{path}: cannot read the results: {e}") from None
+    res["targets"] = targets(res)
+    if plots:
+        from avparse.tools.bench_plots import write_plots
+
+        res["plots"] = [str(p) for p in write_plots(res, folder)]
+    (folder / "results.md").write_text(markdown(res))
+    print(f"wrote {folder / 'results.md'}" + (f" and {len(res['plots'])} plots" if plots else ""))
 
 
 def config_from_args(a) -> BenchLiveConfig:
@@ -912,6 +949,9 @@ def config_from_args(a) -> BenchLiveConfig:
 def main(argv=None) -> int:
     a = build_parser().parse_args(argv)
     try:
+        if a.report is not None:
+            report(a.report, plots=not a.no_plots)
+            return 0
         cfg = config_from_args(a)
         run(cfg)
     except UserError as e:

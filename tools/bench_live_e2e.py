@@ -556,6 +556,7 @@ def summarize(raw: dict, *, tolerance: float = 1.0) -> dict:
     ev_lat = {"onset": [], "offset": []}
     parts = {k: [] for k in PARTS}
     rx_events = []
+    at_start = 0
     for (d, t_emit, cost, pi), t_rx in zip(emitted, recv_of):
         if t_rx is None:
             continue
@@ -564,6 +565,9 @@ def summarize(raw: dict, *, tolerance: float = 1.0) -> dict:
         if not closing:
             rx_events.append((d["label"], d["modality"], d["kind"], d["media_time"], (t_rx, d)))
         if w is None or closing:
+            continue
+        if d["media_time"] <= 1e-9:  # on from the stream's start: it did not happen during the stream
+            at_start += 1
             continue
         ev_lat[d["kind"]].append(t_rx - w)
         if pi is None:
@@ -585,6 +589,7 @@ def summarize(raw: dict, *, tolerance: float = 1.0) -> dict:
             parts[name].append(v)
     out["event_latency"] = {k: spread(v) for k, v in ev_lat.items()}
     out["event_latency"]["all"] = spread(ev_lat["onset"] + ev_lat["offset"])
+    out["event_latency"]["at_stream_start"] = at_start
     out["latency_parts"] = {k: (sum(v) / len(v) if v else None) for k, v in parts.items()}
     out["latency_parts_n"] = len(parts["evidence"])
 
@@ -601,7 +606,7 @@ def summarize(raw: dict, *, tolerance: float = 1.0) -> dict:
         n_spur += len(spurious)
         for m, e in pairs:
             w = wall_of(name, m[3])
-            if w is not None:
+            if w is not None and m[3] > 1e-9:  # not timed: true events under way when the stream starts
                 gt_lat[m[2]].append(e[4][0] - w)
         for m in marks:
             by_mod.setdefault(m[1], {"truth": 0, "matched": 0, "spurious": 0})["truth"] += 1

@@ -37,8 +37,9 @@ def test_quick_smoke_writes_every_section(tmp_path, capsys):
         assert sm["last_seq_received"] == sm["final_seq"] > 0
         assert s["counts"]["snippets"] >= 2 * s["streams"]
     for s in res["e2e"].values():
-        lat = s["latency_samples"]["events"] + s["latency_samples"]["onset"] + s["latency_samples"]["offset"]
-        assert all(x > 0 for x in lat), lat  # causality: the clock mapping holds
+        lat = s["latency_samples"]["events"]
+        assert all(x > 0 for x in lat), lat  # causality: the clock mapping holds (truth matches of a
+        # random model may precede the true time, so only events against their own media time)
         # an event decided by the snippet ending at its own media time + hop cannot arrive sooner
         ev = s["event_latency"]["onset"]
         if ev.get("n"):
