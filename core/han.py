@@ -18,7 +18,16 @@ Two departures in *how* it is computed, none in *what*:
   first and ``fc_v`` runs on T vectors (1/8 of the work, same result up to float
   rounding).
 * The original runs the (shared) HAN layer twice, once for audio queries and
-  once for visual queries; here both run as one batch of 2B sequences.
+  once for visual queries; here both run as one batch of 2B sequences [a; v].
+  The cross-modal keys/values of [v; a] are the in-projection of [a; v] with
+  its halves swapped, so each attention needs one packed projection of the
+  batch (no weight slices), and with one head the attention over T snippets
+  is two small batched products (``HybridAttentionLayer.forward_pair``).
+* The three snippet classifiers (fc_prob, fc_frame_att, fc_av_att) run as one
+  matrix product on the [2, B, T, d] layout, without stacking to [B, T, 2, d]
+  (``HAN.heads``). Dropout draws the same masks in the same order as the plain
+  arrangement, so training with a seed gives the same run up to float rounding
+  (tests/core/test_han_fast.py).
 
 ``layer_mode="original"`` keeps a quirk of the original ``Encoder``: every layer
 receives the ORIGINAL inputs, so only the last layer's output counts (the others
@@ -29,6 +38,7 @@ With ``num_layers=1`` (the paper) both modes are the same.
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from os import PathLike
 from typing import Mapping, NamedTuple, Optional
@@ -146,6 +156,37 @@ class HybridAttentionLayer(nn.Module):
         o = F.scaled_dot_product_attention(q, k, v, dropout_p=mha.dropout if self.training else 0.0)
         return mha.out_proj(o.transpose(1, 2).reshape(n, t, d))
 
+    def _attend1(self, mha: nn.MultiheadAttention, q: Tensor, k: Tensor, v: Tensor, n: int, t: int) -> Tensor:
+        """One head: softmax(q k' / sqrt(d)) v with dropout on the weights, then the out-projection.
+        q, k, v: [n*t, d] (row-strided views of a packed projection are fine) -> [n*t, d].
+        The attention dropout draws one mask of [n, t, t] as nn.MultiheadAttention / SDPA do."""
+        d = q.shape[-1]
+        scores = torch.bmm(q.view(n, t, d), k.view(n, t, d).transpose(1, 2)).mul_(1.0 / math.sqrt(d))
+        w = F.dropout(torch.softmax(scores, dim=-1), mha.dropout, self.training)
+        return F.linear(torch.bmm(w, v.view(n, t, d)).view(n * t, d), mha.out_proj.weight, mha.out_proj.bias)
+
+    def forward_pair(self, x: Tensor) -> Tensor:
+        """The layer on x = [a; v] ([2B, T, d]) with keys/values of the other modality ([v; a]).
+
+        The same as ``forward(x, torch.cat([x[B:], x[:B]]))`` (the same dropout draws in the same
+        order), computed with less work: the cross-modal in-projection of [v; a] is that of
+        [a; v] with its halves swapped, so one packed projection of x serves queries, keys and values.
+        """
+        n, t, d = x.shape
+        b = n // 2
+        if self.self_attn.num_heads != 1 or self.cm_attn is None or n != 2 * b:
+            return self.forward(x, torch.cat([x[b:], x[:b]]))
+        x2 = x.reshape(n * t, d)
+        # split/roll rather than slicing: their gradients are one cat/roll, not a zero-filled copy per slice
+        sq, sk, sv = F.linear(x2, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias).split(d, dim=-1)
+        cq, ckv = F.linear(x2, self.cm_attn.in_proj_weight, self.cm_attn.in_proj_bias).split([d, 2 * d], dim=-1)
+        sa = self._attend1(self.self_attn, sq, sk, sv, n, t)
+        ck, cv = ckv.roll(b * t, dims=0).split(d, dim=-1)   # keys/values of the other modality: [v; a]
+        ca = self._attend1(self.cm_attn, cq, ck, cv, n, t)
+        h = self.norm1(x2 + self.dropout_ca(ca) + self.dropout_sa(sa))   # x + cross + self, as the original
+        h = self.norm2(h + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(h))))))
+        return h.view(n, t, d)
+
     def forward(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
         sa = self._attend(self.self_attn, x, None)
         if self.cm_attn is None:
@@ -167,14 +208,17 @@ class HANTemporal(nn.Module):
 
     def forward(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
         b = a.shape[0]
-        x, y = torch.cat([a, v]), torch.cat([v, a])  # audio queries attend to visual and vice versa
+        x = self.forward_packed(torch.cat([a, v]))
+        return x[:b], x[b:]
+
+    def forward_packed(self, x: Tensor) -> Tensor:
+        """x = [a; v] ([2B, T, d]) -> [a'; v']: audio queries attend to visual and vice versa."""
         if self.layer_mode == "original":
             # Every layer gets the inputs and overwrites the output: only the last one counts.
-            x = self.layers[-1](x, y)
-        else:
-            for layer in self.layers:
-                x = layer(x, torch.cat([x[b:], x[:b]]))
-        return x[:b], x[b:]
+            return self.layers[-1].forward_pair(x)
+        for layer in self.layers:
+            x = layer.forward_pair(x)
+        return x
 
 
 class TransformerTemporal(nn.Module):
@@ -253,8 +297,9 @@ class HAN(nn.Module):
         v = self.fc_fusion(torch.cat([v2, self.fc_st(v3d)], dim=-1))
         return a, v
 
-    def pool(self, x: Tensor, frame_prob: Tensor) -> HANOutput:
-        """MMIL pooling of snippet features x and probabilities P [B, T, 2, C] to video level."""
+    def pool(self, x: Optional[Tensor], frame_prob: Tensor) -> HANOutput:
+        """MMIL pooling of snippet features x [B, T, 2, d] and probabilities P [B, T, 2, C] to video
+        level (x is used by attentive pooling only)."""
         mode = self.config.pooling
         if mode == "attentive":
             w_tp = torch.softmax(self.fc_frame_att(x), dim=1)
@@ -276,11 +321,37 @@ class HAN(nn.Module):
     def forward(self, audio: Tensor, v2d: Tensor, v3d: Tensor) -> HANOutput:
         """audio [B, T, A], v2d [B, T*F, D2], v3d [B, T, D3] -> :class:`HANOutput`. Any T >= 1."""
         a, v = self.embed(audio, v2d, v3d)
-        if self.temporal is not None:
-            a, v = self.temporal(a, v)
-        x = torch.stack([a, v], dim=2)                  # [B, T, 2, d]: F(t, 0) audio, F(t, 1) visual
-        frame_prob = torch.sigmoid(self.fc_prob(x))     # shared classifier for both modalities
-        return self.pool(x, frame_prob)
+        b, t, d = a.shape
+        if isinstance(self.temporal, HANTemporal):      # both modalities as one batch [a; v]
+            x = self.temporal.forward_packed(torch.cat([a, v]))
+        else:
+            if self.temporal is not None:
+                a, v = self.temporal(a, v)
+            x = torch.cat([a, v])
+        return self.heads(x.view(2, b, t, d))
+
+    def heads(self, x: Tensor) -> HANOutput:
+        """Snippet features x [2, B, T, d] (index 0 audio, 1 visual) -> :class:`HANOutput`.
+
+        The same as ``pool(F, sigmoid(fc_prob(F)))`` with F = x as [B, T, 2, d], computed in x's
+        layout (no stacking copy) and, for attentive pooling, with the three classifiers of the
+        snippets (fc_prob, fc_frame_att, fc_av_att) as one matrix product."""
+        m, b, t, d = x.shape
+        c = self.config.num_classes
+        if self.config.pooling != "attentive":
+            frame_prob = torch.sigmoid(self.fc_prob(x)).permute(1, 2, 0, 3)   # [B, T, 2, C]
+            return self.pool(None, frame_prob)
+        w = torch.cat([self.fc_prob.weight, self.fc_frame_att.weight, self.fc_av_att.weight])
+        bias = torch.cat([self.fc_prob.bias, self.fc_frame_att.bias, self.fc_av_att.bias])
+        z_prob, z_tp, z_av = F.linear(x.reshape(m * b * t, d), w, bias).view(m, b, t, 3 * c).split(c, dim=-1)
+        frame_prob = torch.sigmoid(z_prob)               # [2, B, T, C]
+        w_tp = torch.softmax(z_tp, dim=2)                # over time
+        w_av = torch.softmax(z_av, dim=0)                # over the two modalities
+        temporal_prob = w_tp * frame_prob
+        a_prob, v_prob = temporal_prob.sum(dim=2).unbind(0)
+        global_prob = (temporal_prob * w_av).sum(dim=(0, 2))
+        return HANOutput(global_prob, a_prob, v_prob, *(z.permute(1, 2, 0, 3).contiguous()
+                                                        for z in (frame_prob, w_tp, w_av)))
 
 
 def build_han(cfg: HANConfig = HANConfig(), *, weights=None, device="cpu") -> HAN:
