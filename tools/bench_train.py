@@ -11,8 +11,9 @@ interleaved rounds on the same machine:
     attentive MMIL pooling, BCE with the paper's smoothing, plain Adam, fed by a
     torch DataLoader over per-video .npy files (batch 16, shuffled);
 (b) avparse's trainer step (avparse.train.trainer.train_step: packed
-    memory-mapped batches, the HAN of avparse.core.han, fused Adam, threads
-    set by the trainer).
+    memory-mapped batches gathered one step ahead by a helper thread unless
+    --no-prefetch, the HAN of avparse.core.han, fused Adam, threads set by the
+    trainer).
 
 It prints the videos/s of both (median over rounds), their ratio, the
 validation time on the val split, and the projected time of the full recipe
@@ -154,22 +155,31 @@ class AvparseContender:
         self.opt, _ = make_optimizer(self.model, train_cfg)
         self.y = torch.from_numpy(np.asarray(split.labels, np.float32))
         self.rng = np.random.default_rng(train_cfg.seed)
-        self.perm, self.pos = self.rng.permutation(len(split)), 0
+        self.stream = None
+
+    def _indices(self):
+        while True:  # endless shuffled epochs, batch_size videos per step
+            perm = self.rng.permutation(len(self.split))
+            for s in range(0, len(perm), self.cfg.batch_size):
+                yield perm[s:s + self.cfg.batch_size]
 
     def steps(self, k: int) -> int:
-        from avparse.train.trainer import train_step
+        from avparse.train.trainer import batch_stream, train_step
 
+        if self.stream is None:  # the trainer's batch path: prefetched one batch ahead when cfg.prefetch
+            self.stream = batch_stream(self.split, self._indices(), prefetch=self.cfg.prefetch)
         self.model.train()
         n = 0
         for _ in range(k):
-            if self.pos >= len(self.perm):
-                self.perm, self.pos = self.rng.permutation(len(self.split)), 0
-            idx = self.perm[self.pos:self.pos + self.cfg.batch_size]
-            self.pos += len(idx)
-            loss, _ = train_step(self.model, self.opt, self.cfg.loss, self.split, idx, self.y, "cpu")
+            idx, arrays = next(self.stream)
+            loss, _ = train_step(self.model, self.opt, self.cfg.loss, self.split, idx, self.y, "cpu", arrays=arrays)
             n += len(idx)
         float(loss)
         return n
+
+    def close(self):
+        if self.stream is not None:
+            self.stream.close()
 
 
 # ---------------------------------------------------------------- data
@@ -231,6 +241,8 @@ def build_parser():
     p.add_argument("--workers", type=int, default=12, help="DataLoader workers of the paper baseline "
                    "(main_avvp.py: num_workers=12)")
     p.add_argument("--threads", type=int, default=None, help="torch threads (default: the trainer's choice, all cores)")
+    p.add_argument("--no-prefetch", action="store_true", help="avparse without the helper thread that gathers "
+                   "the next batch during the step (TrainConfig.prefetch=False)")
     p.add_argument("--epoch", action="store_true", help="also run one real trainer epoch with validation")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the projected full recipe (paper: 40)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 small videos, lite sizes, 2 steps")
@@ -293,7 +305,7 @@ def main(argv=None) -> int:
                 write_layout_video(layout, tr.ids[i], a[0], v2[0], v3[0])
         n_files = min(args.files, len(tr))
         model_cfg = HANConfig(d_model=d_model, dim_feedforward=d_model)
-        train_cfg = TrainConfig(num_threads=threads)
+        train_cfg = TrainConfig(num_threads=threads, prefetch=not args.no_prefetch)
         print(f"data: {len(tr)} train / {len(va)} val videos ({profile.name} sizes: audio {profile.audio_dim}, "
               f"2D {profile.frames_per_snippet}x{profile.v2d_dim}, 3D {profile.v3d_dim}), batch 16, fp32, "
               f"{threads} torch threads on {_cores()} cores")
@@ -311,6 +323,7 @@ def main(argv=None) -> int:
             print(f"round {r + 1}/{args.rounds}: paper {vps['paper'][-1]:.1f} videos/s, "
                   f"avparse {vps['avparse'][-1]:.1f} videos/s", flush=True)
         t0 = time.perf_counter()
+        ours_c.close()
         score_split(ours_c.model, va, batch_size=train_cfg.val_batch_size)
         val_s = time.perf_counter() - t0
         med = {k: statistics.median(v) for k, v in vps.items()}
@@ -330,7 +343,8 @@ def main(argv=None) -> int:
 
             with tempfile.TemporaryDirectory(prefix="avparse-bench-run-") as run:
                 t0 = time.perf_counter()
-                res = train(model_cfg, TrainConfig(epochs=1, num_threads=threads), tr, va, run)
+                res = train(model_cfg, TrainConfig(epochs=1, num_threads=threads, prefetch=not args.no_prefetch),
+                            tr, va, run)
                 wall = time.perf_counter() - t0
             h = res.history[0]
             print(f"one real epoch: {wall:.1f} s wall ({len(tr)} videos: train {h['train_seconds']:.1f} s = "

@@ -10,7 +10,8 @@ later epoch, as there).
 How it is computed (same mathematics, less work; see docs/training.md):
 
 * batches are gathered from the packed store's memory maps in one slice per
-  array (no DataLoader, no worker processes, no per-video files);
+  array (no DataLoader, no worker processes, no per-video files), by a helper
+  thread one batch ahead of the step (``prefetch``);
 * the HAN averages each snippet's 8 frames before fc_v (1/8 of its work);
 * torch.set_num_threads is set to the cores available per local process,
   here and only while training (restored afterwards);
@@ -69,6 +70,7 @@ class TrainConfig:
     device: str = "cpu"             # "cpu" or "cuda"; under torchrun each rank takes cuda:LOCAL_RANK
     fused_adam: bool = True         # Adam's fused kernel where available (same update as the loop)
     log_every: int = 10             # steps between progress callbacks (each reads the loss back)
+    prefetch: bool = True           # a helper thread gathers the next batch while the step computes (same batches)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr_step < 1 or self.val_batch_size < 1:
@@ -155,10 +157,37 @@ def _batches(n: int, cfg: TrainConfig, info: D.DistInfo, epoch: int) -> list[np.
     return [idx[s:s + cfg.batch_size] for s in range(0, len(idx), cfg.batch_size)]
 
 
+def batch_stream(split: FeatureSplit, batches, *, prefetch: bool = True):
+    """``(idx, split.batch(idx))`` for each index array of ``batches`` (any iterable, possibly endless).
+
+    With ``prefetch`` one helper thread gathers batch i+1 (memory-map reads and copies, which
+    release the GIL) while the caller computes on batch i: the same batches in the same order,
+    one batch ahead at most. Errors of the gathering (FeatureError) surface at the batch they
+    belong to."""
+    it = iter(batches)
+    if not prefetch:
+        for idx in it:
+            yield idx, split.batch(idx)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="avparse-batches") as pool:
+        idx = next(it, None)
+        fut = pool.submit(split.batch, idx) if idx is not None else None
+        while fut is not None:
+            arrays = fut.result()
+            nxt = next(it, None)
+            fut = pool.submit(split.batch, nxt) if nxt is not None else None
+            yield idx, arrays
+            idx = nxt
+
+
 def train_step(net, opt, loss_cfg: LossConfig, split: FeatureSplit, idx: np.ndarray, y_all: torch.Tensor,
-               dev: str):
-    """One optimisation step on the videos ``idx``: (detached loss, the numpy batch)."""
-    arrays = split.batch(idx)
+               dev: str, *, arrays=None):
+    """One optimisation step on the videos ``idx``: (detached loss, the numpy batch).
+    ``arrays``: ``split.batch(idx)`` when the caller already has it (see :func:`batch_stream`)."""
+    if arrays is None:
+        arrays = split.batch(idx)
     a, v2, v3 = (torch.from_numpy(x).to(dev, non_blocking=True) for x in arrays)
     y = y_all[torch.from_numpy(idx)].to(dev, non_blocking=True)
     opt.zero_grad(set_to_none=True)
@@ -236,7 +265,7 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
             raise FeatureError(state_path, None, "the saved run used another model config; start a new --out")
         saved = dict(st["train_config"])
         mine = cfg.to_dict()
-        diff = [k for k in mine if k not in ("epochs", "num_threads", "device", "log_every") and saved.get(k) != mine[k]]
+        diff = [k for k in mine if k not in ("epochs", "num_threads", "device", "log_every", "prefetch") and saved.get(k) != mine[k]]
         if diff:
             raise FeatureError(state_path, None, f"the saved run used other training settings ({', '.join(diff)}); "
                                "start a new --out or use the same settings")
@@ -270,8 +299,8 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
         total = torch.zeros((), dtype=torch.float64, device=dev)
         running = torch.zeros((), dtype=torch.float64, device=dev)
         trace, since = [], 0
-        for step, idx in enumerate(batches, 1):
-            ld, arrays = train_step(net, opt, cfg.loss, train_split, idx, y_all, dev)
+        for step, (idx, arrays) in enumerate(batch_stream(train_split, batches, prefetch=cfg.prefetch), 1):
+            ld, arrays = train_step(net, opt, cfg.loss, train_split, idx, y_all, dev, arrays=arrays)
             total += ld
             running += ld
             since += 1
