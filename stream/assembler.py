@@ -114,6 +114,7 @@ COUNTERS = (
     "audio_jumps",       # audio gaps longer than max_gap: snippets skipped instead of zero-filled
     "skipped_snippets",  # grid snippets skipped by those jumps
     "dropped_frames",    # frames dropped because more than max_frames were buffered
+    "nonfinite_audio",   # NaN/inf samples received, replaced by zeros (a broken device or file)
 )
 
 
@@ -192,6 +193,10 @@ class SnippetAssembler:
         if c.sync == "capture" and ch.wall_time:
             self._clock.observe_audio(ch.t, ch.wall_time)
         x = np.asarray(ch.samples, np.float32).reshape(-1)
+        bad = ~np.isfinite(x)
+        if bad.any():  # NaN/inf would poison every HAN window it falls in (10 s of silence from the model)
+            self.counters["nonfinite_audio"] += int(bad.sum())
+            x = np.where(bad, np.float32(0.0), x)
         start = int(round(ch.t * c.sample_rate))
         out: list[Snippet] = []
         if self._started and start - self._end > c.max_gap * c.sample_rate:

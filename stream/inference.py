@@ -98,6 +98,8 @@ class Inference:
         self.counters = {
             "snippets": 0, "batches": 0, "extractor_calls": 0, "han_calls": 0, "windows": 0, "predictions": 0,
             "extract_seconds": 0.0, "han_seconds": 0.0, "max_batch_seen": 0,
+            "nonfinite_features": 0,  # snippets whose features held NaN/inf (replaced by zeros)
+            "nonfinite_probs": 0,     # windows whose probabilities held NaN/inf (replaced by zeros)
         }
 
     def stats(self) -> dict:
@@ -189,7 +191,7 @@ class Inference:
                 f = self.extractor(audio, frames)
                 self.counters["extractor_calls"] += 1
                 for j, i in enumerate(idx):
-                    out[i] = (f.audio[j], f.v2d[j], f.v3d[j])
+                    out[i] = _finite_or_zero((f.audio[j], f.v2d[j], f.v3d[j]), self.counters, "nonfinite_features")
         self.counters["extract_seconds"] += self._time() - t
         return out
 
@@ -222,10 +224,12 @@ class Inference:
                 v3d = torch.stack([torch.stack([m[2] for m in windows[i][3]]) for i in idx]).to(device)
                 out = self.model(audio, v2d, v3d)
                 self.counters["han_calls"] += 1
-                fp = out.frame_prob.float().cpu().numpy()
-                gp = out.global_prob.float().cpu().numpy()
-                ap = out.a_prob.float().cpu().numpy()
-                vp = out.v_prob.float().cpu().numpy()
+                fp, gp, ap, vp = (x.float().cpu().numpy() for x in
+                                  (out.frame_prob, out.global_prob, out.a_prob, out.v_prob))
+                if not all(np.isfinite(x).all() for x in (fp, gp, ap, vp)):
+                    # a broken model (fp16 overflow, bad weights): no onset may come from NaN
+                    self.counters["nonfinite_probs"] += len(idx)
+                    fp, gp, ap, vp = (np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) for x in (fp, gp, ap, vp))
                 for j, i in enumerate(idx):
                     results[i] = (fp[j], gp[j], ap[j], vp[j])
         self.counters["han_seconds"] += self._time() - t
@@ -240,3 +244,12 @@ class Inference:
             ))
         self.counters["predictions"] += len(probs)
         return probs
+
+
+def _finite_or_zero(feats: tuple, counters: dict, key: str) -> tuple:
+    """The features of one snippet with NaN/inf replaced by zeros (counted): a non-finite
+    feature would spread through attention to every snippet of every window it is in."""
+    if all(bool(torch.isfinite(x).all()) for x in feats):
+        return feats
+    counters[key] += 1
+    return tuple(torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) for x in feats)
