@@ -14,7 +14,7 @@ from typing import Sequence
 
 from avparse.core.events import Event
 
-from .pipeline import Pipeline, PipelineConfig, VirtualClock, source_kinds
+from .pipeline import Pipeline, PipelineConfig, VirtualClock, no_audio_error, source_kinds
 from .types import AudioChunk, EndOfStream
 
 
@@ -37,6 +37,8 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
     ended = False
     source.open()
     try:
+        if "audio" not in source_kinds(source):
+            raise no_audio_error(source.name, [source])
         pipe.add_stream(source.name, video="video" in source_kinds(source))
         for chunk in source.read():
             if isinstance(chunk, EndOfStream):

@@ -33,6 +33,7 @@ from avparse.core.events import Event
 
 from .assembler import AssemblerConfig, SnippetAssembler
 from .inference import Inference, InferenceConfig
+from .source_base import SourceError
 from .tracker import Tracker, TrackerConfig
 from .types import AudioChunk, EndOfStream, VideoFrame
 
@@ -234,6 +235,13 @@ def source_kinds(source) -> frozenset:
     return frozenset({"audio", "video"})
 
 
+def no_audio_error(name: str, sources) -> SourceError:
+    """A stream without audio would never give a snippet (its audio is its clock): say so at start."""
+    what = ", ".join(str(getattr(s, "path", None) or type(s).__name__) for s in sources)
+    return SourceError(f"stream {name!r} has no audio ({what}): the audio track is the stream's clock; "
+                       f"give a file with an audio track, or a microphone with the camera")
+
+
 def _classes_of(model, classes):
     if classes is not None:
         return tuple(classes)
@@ -319,6 +327,11 @@ class Runtime:
         self._kinds = [source_kinds(s) for s in self.sources]
         for i, s in enumerate(self.sources):
             self._stream_live.setdefault(s.name, set()).add(i)
+        for name, idx in self._stream_live.items():
+            if not any("audio" in self._kinds[i] for i in idx):
+                for s in opened:
+                    _quiet_close(s)
+                raise no_audio_error(name, [self.sources[i] for i in idx])
         for name, idx in self._stream_live.items():
             separate = len(idx) > 1
             self.pipeline.add_stream(name, video=any("video" in self._kinds[i] for i in idx),
