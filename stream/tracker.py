@@ -21,6 +21,8 @@ for ``min_off`` seconds (shorter gaps are bridged). Numpy only; no clocks.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -59,6 +61,12 @@ class TrackerConfig:
     snippet_seconds: float = 1.0  # snippet length
 
     def __post_init__(self):
+        for name in ("on_threshold", "off_threshold", "gate_threshold"):
+            v = getattr(self, name)
+            if not (isinstance(v, numbers.Real) and 0.0 <= v <= 1.0):  # NaN fails too: it never crosses
+                raise ValueError(f"{name} must be a probability in [0, 1], got {v!r}")
+        if not all(isinstance(v, numbers.Real) and math.isfinite(v) for v in (self.min_on, self.min_off)):
+            raise ValueError(f"min_on and min_off must be finite seconds, got {self.min_on!r}, {self.min_off!r}")
         if self.off_threshold > self.on_threshold:
             raise ValueError(
                 f"off_threshold ({self.off_threshold}) must not exceed on_threshold ({self.on_threshold})"

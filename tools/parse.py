@@ -94,6 +94,7 @@ def _run(args) -> int:
     from avparse.stream.tracker import TrackerConfig
 
     path = _model_path(args.model)
+    check_device(args.device)
     if not (args.file.startswith(("http://", "https://", "rtsp://", "udp://")) or Path(args.file).is_file()):
         raise UserError(f"{args.file}: no such media file")
     try:
@@ -131,12 +132,27 @@ def _run(args) -> int:
     return 0
 
 
+def check_device(device: str) -> None:
+    """A torch device that exists here, else a UserError (not torch's traceback)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is usable here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
 def _extractor(loaded, args):
     from avparse.core.extractors import build_extractor
+    from avparse.core.extractors.backends import BackendError
     from avparse.core.weights import WeightsError
 
     weights = loaded.extractor_state if loaded.extractor_state is not None else args.extractor_weights
     try:
         return build_extractor(loaded.profile, weights=weights, backend=args.backend, device=args.device)
-    except (WeightsError, FileNotFoundError, ValueError) as e:
+    except (WeightsError, BackendError, FileNotFoundError, ValueError) as e:
         raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None
