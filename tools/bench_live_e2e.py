@@ -625,7 +625,10 @@ def summarize(raw: dict, *, tolerance: float = 1.0) -> dict:
     return out
 
 
-def realtime_verdict(s: dict, *, max_slope: float = 0.05) -> tuple[bool, str]:
+MAX_LAG_SLOPE = 0.01  # s of decision lag gained per s of media: above it a run does not keep up
+
+
+def realtime_verdict(s: dict, *, max_slope: float = MAX_LAG_SLOPE) -> tuple[bool, str]:
     """Whether a run kept up: the decision lag (end of a snippet's evidence -> its prediction
     at the tracker) did not grow over the run (least-squares slope over media time, after the
     first 20%, <= ``max_slope`` s per s) and the run was not stopped at its time limit."""
