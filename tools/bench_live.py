@@ -166,10 +166,12 @@ def _random_model(cfg: BenchLiveConfig, profile_name: str):
     p = get_profile(profile_name)
     torch.manual_seed(cfg.seed)
     han = build_han(HANConfig(audio_dim=p.audio_dim, v2d_dim=p.v2d_dim, v3d_dim=p.v3d_dim,
-                              frames_per_snippet=p.frames_per_snippet, num_classes=len(SYNTH_CLASSES))).eval()
-    ext = build_extractor(p, weights="random")
+                              frames_per_snippet=p.frames_per_snippet, num_classes=len(SYNTH_CLASSES)),
+                    device=cfg.device).eval()
+    ext = build_extractor(p, weights="random", device=cfg.device)
     _spread_classifier(han, ext, p, cfg.seed)
-    state = ext.state_dict() if profile_name == "lite" else None
+    han.cpu()
+    state = {k: v.cpu() for k, v in ext.state_dict().items()} if profile_name == "lite" else None
     cfg.out.mkdir(parents=True, exist_ok=True)
     path = cfg.out / f"random-{profile_name}.pt"
     save_checkpoint(path, han, classes=SYNTH_CLASSES, profile=p, extractor_state=state,
