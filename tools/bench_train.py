@@ -15,7 +15,9 @@ interleaved rounds on the same machine:
     --no-prefetch, the HAN of avparse.core.han, fused Adam, threads set by the
     trainer).
 
-It prints the videos/s of both (median over rounds), their ratio, the
+It prints the videos/s of both (median over rounds), their ratio, the CPU
+time of this process per video of both (steadier than wall time on a shared
+machine; the paper step's leaves out its DataLoader workers), the
 validation time on the val split, and the projected time of the full recipe
 (40 epochs of 10,000 videos, validation each epoch). ``--epoch`` also runs one
 real trainer epoch end to end (data, step, validation, checkpoints).
@@ -315,11 +317,13 @@ def main(argv=None) -> int:
         for c in (base_c, ours_c):
             c.steps(args.warmup)
         vps = {"paper": [], "avparse": []}
+        cpu = {"paper": [], "avparse": []}   # CPU ms of this process per video (all its threads)
         for r in range(args.rounds):
             for name, c in (("paper", base_c), ("avparse", ours_c)):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 n = c.steps(args.steps)
                 vps[name].append(n / (time.perf_counter() - t0))
+                cpu[name].append(1000 * (time.process_time() - c0) / n)
             print(f"round {r + 1}/{args.rounds}: paper {vps['paper'][-1]:.1f} videos/s, "
                   f"avparse {vps['avparse'][-1]:.1f} videos/s", flush=True)
         t0 = time.perf_counter()
@@ -335,6 +339,10 @@ def main(argv=None) -> int:
         print(f"(b) avparse trainer step, packed store: {med['avparse']:.1f} videos/s "
               f"(median of {args.rounds}; {min(vps['avparse']):.1f}-{max(vps['avparse']):.1f})")
         print(f"ratio avparse / paper: {ratio:.2f}x")
+        mc = {k: statistics.median(v) for k, v in cpu.items()}
+        print(f"CPU time of this process per video (medians; steady under load; the paper step's excludes its "
+              f"DataLoader worker processes): paper {mc['paper']:.2f} ms, avparse {mc['avparse']:.2f} ms, "
+              f"ratio {mc['paper'] / mc['avparse']:.2f}x")
         print(f"validation: {len(va)} videos in {val_s:.2f} s ({len(va) / val_s:.0f} videos/s)")
         print(f"projected full recipe ({args.epochs} epochs x {n_full} videos + val on {v_full}): "
               f"avparse {proj(med['avparse']) / 60:.1f} min, paper step {proj(med['paper']) / 60:.1f} min")

@@ -98,6 +98,10 @@ def test_bench_train_quick(capsys):
     out = capsys.readouterr().out
     assert "(a) paper step" in out and "(b) avparse trainer step" in out and "ratio avparse / paper" in out
     assert "projected full recipe" in out
+    cpu = [ln for ln in out.splitlines() if ln.startswith("CPU time of this process per video")]
+    assert len(cpu) == 1 and " ms, avparse " in cpu[0] and cpu[0].endswith("x")
+    assert bench_train.main(["--quick", "--threads", "1", "--workers", "0", "--no-prefetch"]) == 0
+    assert "ratio avparse / paper" in capsys.readouterr().out
 
 
 def _free_port():
