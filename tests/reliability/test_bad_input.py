@@ -1,0 +1,259 @@
+"""Bad input: each answered with one clear line and a nonzero exit (or a reported, survived fault),
+never a traceback, never garbage events.
+
+Already covered elsewhere (not repeated here): the decoder's own errors (tests/core/test_media.py),
+checkpoint validation in the library (tests/core/test_checkpoint.py), NaN features at pack/train
+time (tests/train/test_dataset.py, test_trainer.py), mutated TOML files (tests/tools/
+test_run_listen.py::test_fuzzed_run_configs_give_user_errors_only), malformed snapshot requests
+(tests/stream/test_publisher.py::test_snapshot_service_survives_malformed_and_oversized_requests).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from avparse.stream.offline import parse_source
+from avparse.stream.pipeline import EventLog, Runtime, VirtualClock, pipeline_config
+from avparse.stream.sources import FileSource
+from avparse.tools import parse as parse_tool
+
+from tests.reliability.conftest import assert_sane_events, free_port
+
+ON = "0.45"  # the random tiny model crosses this often: plenty of events to check
+
+
+def one_line_error(capsys, rc) -> str:
+    err = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
+    assert rc != 0, "a user error must exit nonzero"
+    assert len(err) == 1 and err[0].startswith("avparse: error:"), err
+    assert "Traceback" not in err[0]
+    return err[0]
+
+
+def parse_file(tiny_model, path, **kw):
+    loaded, ext = tiny_model
+    cfg = pipeline_config(profile=loaded.profile, tracker=_tracker())
+    stats = {}
+    events = parse_source(cfg, loaded, ext, FileSource(path, sample_rate=loaded.profile.sample_rate, **kw),
+                          stats=stats)
+    return events, stats
+
+
+def _tracker():
+    from avparse.stream.tracker import TrackerConfig
+
+    return TrackerConfig(on_threshold=float(ON), off_threshold=float(ON))
+
+
+# ------------------------------------------------------------------ media files at the command line
+@pytest.mark.parametrize("name,needle", [
+    ("truncated", "truncated or corrupt"),
+    ("empty", "empty file"),
+    ("text", "not a media file"),
+    ("video_only", "has no audio"),
+])
+def test_parse_refuses_unusable_media_in_one_line(capsys, media_files, tiny_ckpt, name, needle):
+    rc = parse_tool.main([str(media_files[name]), "--model", str(tiny_ckpt), "--json"])
+    line = one_line_error(capsys, rc)
+    assert needle in line and media_files[name].name in line, line
+    assert capsys.readouterr().out == ""  # no events at all
+
+
+def test_run_refuses_a_video_only_file_instead_of_publishing_nothing(capsys, media_files, tiny_ckpt):
+    """A stream without audio never gives a snippet (audio is the clock): before the fix `run`
+    published heartbeats forever and `parse` printed nothing, with exit status 0."""
+    from avparse.tools import run as run_tool
+
+    rc = run_tool.main(["--file", str(media_files["video_only"]), "--model", str(tiny_ckpt), "--fast",
+                        "--pub", f"tcp://127.0.0.1:{free_port()}", "--snapshot", "none"])
+    assert "has no audio" in one_line_error(capsys, rc)
+
+
+def test_corrupt_file_is_a_reported_fault_and_its_events_are_closed(media_files, tiny_model, caplog):
+    with caplog.at_level(logging.WARNING):
+        events, stats = parse_file(tiny_model, media_files["corrupt"])
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "corrupt" in warnings[0] and "corrupt.mp4" in warnings[0], warnings
+    assert_sane_events(events, duration=2.0, classes=tiny_model[0].classes)
+    assert {e.reason for e in events if e.kind == "offset"} <= {"ended", "source-lost"}
+
+
+# --------------------------------------------------------------- odd but valid media: parsed whole
+@pytest.mark.parametrize("name,snippets", [
+    ("av", 2), ("audio_only", 2), ("8k_mono", 2), ("96k_8ch", 2), ("vfr", 2), ("4k", 1),
+])
+def test_odd_media_parse_whole_with_sane_events(media_files, tiny_model, name, snippets):
+    events, stats = parse_file(tiny_model, media_files[name])
+    assert stats["snippets"] == snippets, stats
+    assert events, "the random tiny model fires on any input at this threshold"
+    assert_sane_events(events, duration=2.0, classes=tiny_model[0].classes)
+    st = next(iter(stats["streams"].values()))
+    if name in ("vfr", "4k", "av"):
+        assert st["frames"] > 0 and st["black_snippets"] == 0, st
+    assert st["nonfinite_audio"] == 0
+
+
+def test_4k_frames_reach_the_extractor_at_full_size_then_are_resized(media_files, tiny_model):
+    seen = []
+    loaded, ext = tiny_model
+
+    def spy(audio, frames):
+        seen.append(frames.shape)
+        return ext(audio, frames)
+
+    cfg = pipeline_config(profile=loaded.profile)
+    parse_source(cfg, loaded, spy, FileSource(media_files["4k"], sample_rate=loaded.profile.sample_rate))
+    assert seen and seen[0][2:] == (2160, 3840, 3), seen
+
+
+# ------------------------------------------------------------------------- NaN / inf in the live path
+def test_nan_and_inf_audio_samples_count_as_silence(media_files, tiny_model):
+    """A float file with NaN/inf samples: before the fix its whole 10-snippet window came out NaN
+    and the tracker silently produced no events. Now those samples are zeros (counted)."""
+    events, stats = parse_file(tiny_model, media_files["nan"])
+    clean, _ = parse_file(tiny_model, media_files["nan_zeroed"])
+    st = next(iter(stats["streams"].values()))
+    assert st["nonfinite_audio"] > 0
+    assert clean and events == [dataclasses.replace(e, stream="nan") for e in clean]
+    assert_sane_events(events, duration=2.0, classes=tiny_model[0].classes)
+
+
+class _Poisoned:
+    """Wraps an extractor; snippets whose audio is all exactly 0.25 get NaN/inf features."""
+
+    def __init__(self, ext, value):
+        self.ext, self.value = ext, value
+
+    def __call__(self, audio, frames):
+        f = self.ext(audio, frames)
+        hit = torch.from_numpy(np.all(np.asarray(audio) == 0.25, axis=1))
+        if hit.any():
+            f = SimpleNamespace(audio=f.audio.clone(), v2d=f.v2d.clone(), v3d=f.v3d.clone())
+            f.audio[hit] = self.value
+            f.v3d[hit] = self.value
+        return f
+
+
+class _Zeroed(_Poisoned):
+    def __call__(self, audio, frames):
+        f = self.ext(audio, frames)
+        hit = torch.from_numpy(np.all(np.asarray(audio) == 0.25, axis=1))
+        f = SimpleNamespace(audio=f.audio.clone(), v2d=f.v2d.clone(), v3d=f.v3d.clone())
+        f.audio[hit] = 0.0  # what _Poisoned spoilt, zeroed; the rest as it was
+        f.v3d[hit] = 0.0
+        return f
+
+
+class _ListSource:
+    """Twelve snippets of audio (one of them constant 0.25) and frames, as one stream."""
+
+    name = "s"
+    kinds = ("audio", "video")
+
+    def open(self):
+        pass
+
+    def close(self):
+        pass
+
+    def read(self):
+        from avparse.stream.types import AudioChunk, EndOfStream, VideoFrame
+
+        rng = np.random.default_rng(5)
+        for k in range(12):
+            x = (0.25 if k == 4 else rng.normal(0, 0.1, 16000)) * np.ones(16000, np.float32)
+            for j in range(8):
+                yield VideoFrame("s", k + (j + 0.5) / 8, rng.integers(0, 255, (32, 32, 3), dtype=np.uint8))
+            yield AudioChunk("s", float(k), x.astype(np.float32), 16000)
+        yield EndOfStream("s", 12.0)
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+def test_nonfinite_features_are_zeroed_and_counted_and_publish_cleanly(tiny_model, value):
+    """A NaN feature (an fp16 overflow, a broken extractor) would reach every window it is in
+    through attention; it is replaced by zeros: the events equal those with zero features, and
+    every one of them goes out through a real Publisher."""
+    from avparse.stream.publisher import Publisher, PublisherConfig
+
+    loaded, ext = tiny_model
+    cfg = pipeline_config(profile=loaded.profile, tracker=_tracker(), window=10)
+    stats = {}
+    got = parse_source(cfg, loaded, _Poisoned(ext, value), _ListSource(), stats=stats)
+    want = parse_source(cfg, loaded, _Zeroed(ext, value), _ListSource())
+    assert stats["inference"]["nonfinite_features"] == 1
+    assert got and got == want
+    assert_sane_events(got, duration=12.0, classes=loaded.classes)
+    pub = Publisher(PublisherConfig(pub=f"tcp://127.0.0.1:{free_port()}", snapshot=None)).open()
+    try:
+        for e in got:
+            pub.emit(e)
+        assert pub.counters["events"] == len(got) and pub.counters.get("encode_errors", 0) == 0
+    finally:
+        pub.close()
+
+
+def test_a_model_that_outputs_nan_gives_no_events_and_says_so(tiny_model):
+    loaded, ext = tiny_model
+
+    class NaNModel(torch.nn.Module):
+        def __init__(self, m):
+            super().__init__()
+            self.m = m
+
+        def forward(self, a, v2d, v3d):
+            out = self.m(a, v2d, v3d)
+            return SimpleNamespace(**{k: torch.full_like(getattr(out, k), float("nan"))
+                                      for k in ("frame_prob", "global_prob", "a_prob", "v_prob")})
+
+    cfg = pipeline_config(profile=loaded.profile, tracker=_tracker())
+    log = EventLog()
+    rt = Runtime(cfg, NaNModel(loaded.model), ext, [_ListSource()], clock=VirtualClock(), classes=loaded.classes)
+    rt.add_sink(log)
+    st = rt.run()
+    assert log.events == []
+    assert st["inference"]["nonfinite_probs"] >= st["inference"]["windows"] > 0
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def _cut(src, dst):
+    dst.write_bytes(src.read_bytes()[: src.stat().st_size // 2])
+    return dst
+
+
+def _resave(src, dst, edit):
+    d = torch.load(src, map_location="cpu", weights_only=True)
+    edit(d)
+    torch.save(d, dst)
+    return dst
+
+
+@pytest.mark.parametrize("what,make,needle", [
+    ("truncated", lambda src, dst: _cut(src, dst), "truncated"),
+    ("newer version", lambda src, dst: _resave(src, dst, lambda d: d.update(version=d["version"] + 1)),
+     "version"),
+    ("unknown profile", lambda src, dst: _resave(src, dst, lambda d: d["profile"].update(name="nonesuch")),
+     "profile"),
+    ("a tensor, not a checkpoint", lambda src, dst: torch.save(torch.zeros(3), dst) or dst, "checkpoint"),
+    ("another model's classes", lambda src, dst: _resave(src, dst, lambda d: d.update(classes=["a", "b"])),
+     "class"),
+])
+def test_parse_refuses_bad_checkpoints_in_one_line(capsys, media_files, tiny_ckpt, tmp_path, what, make, needle):
+    bad = make(tiny_ckpt, tmp_path / "bad.pt")
+    rc = parse_tool.main([str(media_files["av"]), "--model", str(bad)])
+    line = one_line_error(capsys, rc)
+    assert "bad.pt" in line and needle in line.lower(), line
+
+
+def test_run_refuses_a_checkpoint_of_another_profile(capsys, tiny_ckpt):
+    from avparse.tools import run as run_tool
+
+    rc = run_tool.main(["--scene", "1", "--model", str(tiny_ckpt), "--profile", "paper", "--fast",
+                        "--pub", f"tcp://127.0.0.1:{free_port()}", "--snapshot", "none"])
+    line = one_line_error(capsys, rc)
+    assert "profile" in line and "lite" in line, line
