@@ -112,7 +112,12 @@ class Message:
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    if not isinstance(x, (int, float)) or isinstance(x, bool):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # an integer too large for a float (JSON allows any number of digits)
+        return False
 
 
 def _as_finite(x) -> float | None:
@@ -121,7 +126,7 @@ def _as_finite(x) -> float | None:
         return None
     try:
         f = float(x)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return f if math.isfinite(f) else None
 
