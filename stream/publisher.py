@@ -116,6 +116,11 @@ class Publisher:
         import zmq
 
         cfg = self.config
+        if cfg.curve_allow_dir and not cfg.curve_secret_key:
+            raise PublisherError("a CURVE allow-list needs CURVE on: give the server's secret key file too "
+                                 "(--curve-server-key); without it every client would be let in")
+        if not (isinstance(cfg.heartbeat_interval, (int, float)) and 0 < cfg.heartbeat_interval < float("inf")):
+            raise PublisherError(f"heartbeat interval must be a positive number of seconds, got {cfg.heartbeat_interval!r}")
         self._ctx = self._ctx_given or zmq.Context()
         try:
             server_keys = self._load_curve() if cfg.curve_secret_key else None
