@@ -101,6 +101,9 @@ def _check_type(path, key, value, types, what):
         raise _toml_error(path, key, f"must be {what}, got {value!r}")
     if not isinstance(value, types):
         raise _toml_error(path, key, f"must be {what}, got {value!r}")
+    ok, want = _RANGES.get(key.rsplit(".", 1)[-1], (None, None))
+    if ok is not None and not ok(value):
+        raise _toml_error(path, key, f"must be {want}, got {value!r}")
     return value
 
 
@@ -116,6 +119,16 @@ _TYPES = {
     "camera": ((str, int), "a camera spec"), "mic": ((str, int), "a device"), "speed": ((int, float), "a number"),
 }
 _TYPES["name"] = ((str,), "a name")
+
+MAX_SCENE = 7 * 86400  # seconds: longer generated scenes take minutes and gigabytes just to plan
+
+# values of the right type that still make no sense (nan, inf, negative): refused naming the key
+_RANGES = {
+    "duration": (lambda v: 0 <= v < float("inf"), "a finite number of seconds >= 0 (0: until stopped)"),
+    "speed": (lambda v: 0 < v < float("inf"), "a finite number > 0 (1: real time)"),
+    "heartbeat": (lambda v: 0 < v < float("inf"), "a finite number of seconds > 0"),
+    "scene_duration": (lambda v: 1 <= v <= MAX_SCENE, f"whole seconds from 1 to {MAX_SCENE} (a week)"),
+}
 
 
 def load_toml(path: str) -> RunSpec:
@@ -194,6 +207,10 @@ def spec_from_args(args) -> RunSpec:
         spec.streams.append(StreamSpec(name=name, scene=args.scene,
                                        scene_duration=args.scene_duration or 30,
                                        file=args.file, camera=args.camera, mic=args.mic))
+    if args.scene_duration is not None and not 1 <= args.scene_duration <= MAX_SCENE:
+        raise UserError(f"--scene-duration must be whole seconds from 1 to {MAX_SCENE}, got {args.scene_duration}")
+    if args.duration is not None and not 0 <= args.duration < float("inf"):
+        raise UserError(f"--duration must be a finite number of seconds >= 0, got {args.duration}")
     # flags override the file's top-level and [publish] values
     for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
               "extractor_weights", "duration", "fast", "on", "min_on", "min_off"):
@@ -284,6 +301,9 @@ def main(argv=None) -> int:
 def _run(spec: RunSpec) -> int:
     o = spec.options
     model_path = _model_path(o.get("model"))
+    from .parse import check_device
+
+    check_device(o.get("device", "cpu"))
     for key in ("curve_server_key",):
         v = spec.publish.get(key)
         if v and not Path(v).is_file():
@@ -303,6 +323,12 @@ def _run(spec: RunSpec) -> int:
         publisher = Publisher(publisher_config(spec.publish)).open()  # a busy port fails fast, before the model loads
     except PublisherError as e:
         raise UserError(str(e)) from None
+    if not spec.publish.get("curve_server_key"):
+        for ep in (publisher.pub_endpoint, publisher.snapshot_endpoint):
+            if ep and not _loopback(ep):
+                print(f"avparse run: warning: {ep} is reachable from other machines and CURVE is off: anyone who "
+                      f"can connect receives the events (add --curve-server-key and --curve-allow; "
+                      f"docs/reliability.md)", file=sys.stderr, flush=True)
     stopped = threading.Event()
     runtime = None
 
@@ -365,13 +391,23 @@ def _run(spec: RunSpec) -> int:
     return 0
 
 
+def _loopback(endpoint: str) -> bool:
+    """True for endpoints other machines cannot reach (loopback TCP, ipc, inproc)."""
+    scheme, _, rest = endpoint.partition("://")
+    if scheme in ("ipc", "inproc"):
+        return True
+    host = rest.rsplit(":", 1)[0].strip("[]")
+    return host.startswith("127.") or host in ("localhost", "::1", "lo")
+
+
 def _extractor(loaded, o):
     from avparse.core.extractors import build_extractor
+    from avparse.core.extractors.backends import BackendError
     from avparse.core.weights import WeightsError
 
     weights = loaded.extractor_state if loaded.extractor_state is not None else o.get("extractor_weights")
     try:
         return build_extractor(loaded.profile, weights=weights, backend=o.get("backend", "eager"),
                                device=o.get("device", "cpu"))
-    except (WeightsError, FileNotFoundError, ValueError) as e:
+    except (WeightsError, BackendError, FileNotFoundError, ValueError) as e:
         raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None
