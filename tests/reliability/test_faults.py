@@ -420,3 +420,78 @@ def test_runtime_killed_and_restarted(synth_ckpt, tmp_path):
     assert second and second[-1]["type"] == "offset", "SIGINT closed the new session's events"
     assert {m.seq for m in got if m.session == restarts[0].new_session and not m.from_snapshot} <= \
         {b["seq"] for b in second}
+
+
+# ------------------------------------------------------------------------- microphone disappears
+@pytest.fixture
+def own_pulse(tmp_path):
+    """A private PulseAudio server with a null sink that this test may kill (the stream suite's
+    server is shared by the session)."""
+    import shutil
+
+    if shutil.which("pulseaudio") is None or shutil.which("pactl") is None:
+        pytest.skip("pulseaudio/pactl are not installed")
+    sock = tmp_path / "native"
+    conf = tmp_path / "pa.conf"
+    conf.write_text(f"load-module module-native-protocol-unix auth-anonymous=1 socket={sock}\n"
+                    "load-module module-null-sink sink_name=avkill rate=48000 channels=2\n"
+                    "set-default-sink avkill\nset-default-source avkill.monitor\n")
+    (tmp_path / "runtime").mkdir()
+    env = dict(os.environ, PULSE_RUNTIME_PATH=str(tmp_path / "runtime"), XDG_RUNTIME_DIR=str(tmp_path / "runtime"),
+               HOME=str(tmp_path), PULSE_STATE_PATH=str(tmp_path / "state"))
+    proc = subprocess.Popen(["pulseaudio", "--daemonize=no", "--exit-idle-time=-1", "-n", "-F", str(conf),
+                             "--use-pid-file=no", "--disable-shm=yes"], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    server = f"unix:{sock}"
+    end = time.monotonic() + 15
+    while time.monotonic() < end and proc.poll() is None:
+        if subprocess.run(["pactl", "info"], env=dict(env, PULSE_SERVER=server), capture_output=True).returncode == 0:
+            break
+        time.sleep(0.1)
+    else:
+        proc.kill()
+        pytest.skip("pulseaudio did not start")
+    old = os.environ.get("PULSE_SERVER")
+    os.environ["PULSE_SERVER"] = server
+    from avparse.stream.source_mic import refresh_devices
+
+    refresh_devices()
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        if old is None:
+            os.environ.pop("PULSE_SERVER", None)
+        else:
+            os.environ["PULSE_SERVER"] = old
+        refresh_devices()
+
+
+def test_microphone_that_disappears_closes_its_stream_as_a_reported_fault(own_pulse, tiny_model):
+    """The sound server dies under a recording microphone (the device is gone): the source ends
+    with an error within seconds, the runtime closes the stream ("source-lost"), reports the
+    fault, and returns instead of waiting forever."""
+    from avparse.stream.pipeline import EventLog, RealClock, Runtime, pipeline_config
+    from avparse.stream.sources import MicrophoneSource
+
+    loaded, ext = tiny_model
+    clock = RealClock()
+    mic = MicrophoneSource("pulse", name="room", sample_rate=16000, block_seconds=0.02, clock=clock)
+    rt = Runtime(pipeline_config(profile=loaded.profile, max_batch=2), loaded, ext, [mic], clock=clock)
+    log = EventLog()
+    rt.add_sink(log)
+    killer = threading.Timer(2.0, own_pulse.kill)
+    killer.start()
+    watchdog = threading.Timer(30.0, rt.stop, args=("stopped",))
+    watchdog.start()
+    t0 = time.monotonic()
+    try:
+        st = rt.run()
+    finally:
+        killer.cancel()
+        watchdog.cancel()
+    assert time.monotonic() - t0 < 15, "the runtime noticed the lost device"
+    assert any("room" in f and "stopped delivering" in f for f in st["faults"]), st["faults"]
+    assert {e.reason for e in log.events if e.kind == "offset"} <= {"source-lost", "ended"}
