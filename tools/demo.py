@@ -235,23 +235,23 @@ def parse_size(text: str) -> tuple[int, int]:
 
 
 def display_available() -> bool:
-    """Whether a window can open: $DISPLAY names an X server that accepts us."""
+    """Whether a window can open: $DISPLAY names an X server that accepts a connection.
+
+    Checked in a child process, so that this process makes no Xlib call before the GUI
+    toolkit does (Xlib wants XInitThreads before any other call when threads use it)."""
     if not os.environ.get("DISPLAY"):
         return False
-    try:
-        import ctypes
+    probe = ("import ctypes, sys\n"
+             "try:\n    x = ctypes.CDLL('libX11.so.6')\nexcept OSError:\n    sys.exit(0)\n"
+             "x.XOpenDisplay.restype = ctypes.c_void_p\n"
+             "sys.exit(0 if x.XOpenDisplay(None) else 1)\n")
+    import subprocess
 
-        x11 = ctypes.CDLL("libX11.so.6")
-    except OSError:
-        return True   # cannot check: trust $DISPLAY
-    x11.XOpenDisplay.restype = ctypes.c_void_p
-    x11.XOpenDisplay.argtypes = [ctypes.c_char_p]
-    x11.XCloseDisplay.argtypes = [ctypes.c_void_p]
-    d = x11.XOpenDisplay(None)
-    if not d:
+    try:
+        return subprocess.run([sys.executable, "-c", probe], timeout=10, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
         return False
-    x11.XCloseDisplay(d)
-    return True
 
 
 def _model_path(arg: str | None) -> Path:
@@ -543,11 +543,16 @@ class _FramePump:
 
 
 def _window_loop(state, overlay, pump, thread, stopped, fps: float) -> None:
+    """Draw ``fps`` pictures a second until the runtime ends, `q`/Esc, the window is closed,
+    or Ctrl-C. The window opens at the picture's size, 1:1; it can be resized (kept in ratio)."""
     import cv2
 
-    flags = cv2.WINDOW_AUTOSIZE | getattr(cv2, "WINDOW_GUI_NORMAL", 0)
+    w, h = overlay.config.width, overlay.config.height
+    flags = cv2.WINDOW_NORMAL | getattr(cv2, "WINDOW_KEEPRATIO", 0) | getattr(cv2, "WINDOW_GUI_NORMAL", 0)
     cv2.namedWindow(WINDOW_TITLE, flags)
+    cv2.resizeWindow(WINDOW_TITLE, w, h)
     period = 1.0 / fps
+    checked = time.monotonic()
     try:
         while thread.is_alive() and not stopped.is_set():
             t0 = time.monotonic()
@@ -561,6 +566,11 @@ def _window_loop(state, overlay, pump, thread, stopped, fps: float) -> None:
             try:
                 if cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) < 1:
                     break   # closed with the window's close button
+                if t0 - checked > 1.0:   # a window left at a toolkit's minimal size: ask again
+                    checked = t0
+                    _, _, ww, wh = cv2.getWindowImageRect(WINDOW_TITLE)
+                    if 0 < ww < w // 4 and 0 < wh < h // 4:
+                        cv2.resizeWindow(WINDOW_TITLE, w, h)
             except cv2.error:
                 break
     finally:
