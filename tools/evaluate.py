@@ -26,11 +26,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="snippet and video decision threshold (paper: 0.5)")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--device", default="cpu")
+    g = p.add_argument_group("live runtime (tools/live_eval.py)")
+    g.add_argument("--live", action="store_true",
+                   help="score the split's media files through the live runtime (causal) instead of packed "
+                        "features; annotations from --labels or --data (an `avparse synth` folder or LLP CSVs)")
+    g.add_argument("--media", metavar="DIR", help="folder of the split's media files (default: LABELS/media)")
+    g.add_argument("--lookahead", type=int, default=0, help="1 s steps of future context for --live (0: causal)")
+    g.add_argument("--streams", type=int, default=16, help="clips run at once for --live")
     return p
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    if args.live:
+        return _live(args)
     try:
         from avparse.core.checkpoint import load_model
         from avparse.train.evaluate import evaluate_checkpoint, format_table
@@ -57,6 +66,48 @@ def main(argv=None) -> int:
         print(text)
         return 0
     out = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}.{args.split}.json")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+    except OSError as e:
+        return fail(f"cannot write {out}: {e.strerror}")
+    print(f"scores: {out}")
+    return 0
+
+
+def _live(args) -> int:
+    """--live: the split's clips through the live runtime, events -> dense matrices -> the ten numbers."""
+    try:
+        from avparse.core.checkpoint import load_model
+        from avparse.tools.live_eval import LiveEvalConfig, live_scores, load_clips
+        from avparse.train.evaluate import format_table
+
+        ckpt = Path(args.checkpoint)
+        if not ckpt.is_file():
+            raise UserError(f"{ckpt}: no such checkpoint file")
+        labels = args.labels or args.data
+        if not labels:
+            raise UserError("--live needs the annotations: --labels DIR (or --data DIR of an `avparse synth` set)")
+        media = Path(args.media) if args.media else Path(labels) / "media"
+        loaded = load_model(ckpt, device=args.device)
+        try:
+            manifest = Path(labels) / "synth.json"  # a generated set knows its clips' length
+            snippets = int(json.loads(manifest.read_text())["config"]["duration"]) if manifest.is_file() else 10
+            cfg = LiveEvalConfig(lookahead=args.lookahead, threshold=args.threshold, streams=args.streams,
+                                 device=args.device, num_snippets=snippets)
+            clips = load_clips(media, labels, args.split, loaded.classes, num_snippets=cfg.num_snippets)
+            result = live_scores(ckpt, clips, cfg, loaded=loaded)
+        except (FileNotFoundError, ValueError) as e:
+            raise UserError(str(e)) from None
+    except user_errors() as e:
+        return fail(str(e))
+    print(f"{args.split}: {result['videos']} videos through the live runtime (lookahead {result['lookahead']}), {ckpt}")
+    print(format_table(result["scores"]))
+    text = json.dumps(result, indent=1)
+    if args.json == "-":
+        print(text)
+        return 0
+    out = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}.{args.split}.live.json")
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")

@@ -1,0 +1,117 @@
+"""The bundled demo model: a smoke run of its recipe, and the committed core/assets/demo.pt at work."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from avparse.core.checkpoint import load_model
+from avparse.core.metrics import SUMMARY_KEYS
+
+REPO = Path(__file__).resolve().parents[2]
+DEMO = REPO / "core" / "assets" / "demo.pt"
+DEMO_METRICS = REPO / "core" / "assets" / "demo_metrics.json"
+
+
+@pytest.mark.slow
+def test_quick_recipe_end_to_end(tmp_path):
+    """`avparse bundle --quick`: every step on a handful of 4 s clips, live evaluation included."""
+    from avparse.tools.bundle import main
+
+    out = tmp_path / "demo.pt"
+    rc = main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out)])
+    assert rc == 0
+    loaded = load_model(out)
+    from avparse.train.synth import SYNTH_CLASSES
+
+    assert loaded.classes == tuple(SYNTH_CLASSES)
+    assert loaded.profile.name == "lite"
+    st = loaded.extractor_state
+    assert st is not None and {k.split(".")[0] for k in st} == {"audio_net", "v2d_net", "v3d_net"}
+    assert all(v.dtype == torch.float16 for v in st.values() if v.is_floating_point())
+    extra = loaded.meta["extra"]
+    assert extra["weak_labels_only"] is True and set(extra["test_scores"]) == set(SUMMARY_KEYS)
+    m = json.loads((tmp_path / "demo_metrics.json").read_text())
+    for mode in ("offline", "live"):
+        assert set(m[mode]["scores"]) == set(SUMMARY_KEYS)
+        assert all(0.0 <= v <= 100.0 for v in m[mode]["scores"].values())
+    assert m["live"]["lookahead"] == 0 and m["live"]["videos"] == m["test_videos"] >= 1
+    assert m["size_bytes"] == out.stat().st_size
+    # the features were made with the fp16-rounded weights the checkpoint holds
+    saved = torch.load(tmp_path / "work" / "pretrain" / "extractor.pt", weights_only=True)
+    for k, v in st.items():
+        if v.is_floating_point():
+            assert torch.equal(saved[k], v.float()), k
+    # `avparse evaluate --live` on the same set scores the same way
+    from avparse.tools.evaluate import main as evaluate
+
+    live_json = tmp_path / "live.json"
+    assert evaluate([str(out), "--live", "--data", str(tmp_path / "work" / "synth"), "--json", str(live_json)]) == 0
+    lj = json.loads(live_json.read_text())
+    assert lj["videos"] == m["live"]["videos"] and set(lj["scores"]) == set(SUMMARY_KEYS)
+    # a rerun reuses the finished steps (pretrain, synth, extract, pack) and gives the same features
+    before = (tmp_path / "work" / "store" / "test.bin").read_bytes()
+    rc = main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out), "--no-live"])
+    assert rc == 0 and (tmp_path / "work" / "store" / "test.bin").read_bytes() == before
+
+
+def test_bundled_model_is_small_and_self_describing():
+    assert DEMO.is_file(), "core/assets/demo.pt is missing: run `avparse bundle`"
+    assert DEMO.stat().st_size <= 20 * 2**20
+    loaded = load_model(DEMO)
+    from avparse.train.synth import SYNTH_CLASSES
+
+    assert loaded.classes == tuple(SYNTH_CLASSES) and loaded.profile.name == "lite"
+    assert loaded.extractor_state is not None
+    m = json.loads(DEMO_METRICS.read_text())
+    assert m["size_bytes"] == DEMO.stat().st_size
+    assert loaded.meta["extra"]["test_scores"] == m["offline"]["scores"]
+
+
+def _recall(events, truth) -> tuple[int, int]:
+    """(true intervals found, true intervals): a true (label, modality) interval is found when an
+    event segment of that label, in that modality or audiovisual, covers at least one of its seconds."""
+    from avparse.stream.tracker import events_to_segments
+
+    segs = events_to_segments(events)
+    found = 0
+    for tr in truth:
+        ok = any(s.label == tr.label and s.modality in (tr.modality, "audiovisual")
+                 and min(s.offset, tr.offset) - max(s.onset, tr.onset) >= 1.0 - 1e-6 for s in segs)
+        found += ok
+    return found, len(truth)
+
+
+def test_bundled_model_parses_a_fresh_scene():
+    """The committed model on scenes it never saw, through the live pipeline (causal): it finds
+    most true events, and most of what it reports is true."""
+    from avparse.core.extractors import build_extractor
+    from avparse.stream.offline import parse_source
+    from avparse.stream.pipeline import pipeline_config
+    from avparse.stream.sources import SceneSource
+    from avparse.stream.tracker import TrackerConfig, events_to_matrices
+    from avparse.train.synth import make_scene
+
+    loaded = load_model(DEMO)
+    ext = build_extractor(loaded.profile, weights=loaded.extractor_state)
+    cfg = pipeline_config(profile=loaded.profile, lookahead=0,
+                          tracker=TrackerConfig(video_gate=True))
+    found = total = tp = fp = 0
+    for k in range(3):
+        scene = make_scene((90210, k))  # a seed no bundle set uses
+        events = parse_source(cfg, loaded, ext, SceneSource(scene, sample_rate=loaded.profile.sample_rate))
+        assert all(e.label in loaded.classes for e in events)
+        f, n = _recall(events, scene.ground_truth())
+        found, total = found + f, total + n
+        m = events_to_matrices(events, loaded.classes, int(scene.duration))
+        for mod in ("audio", "visual"):
+            pred, gt = m[mod].astype(bool), scene.dense(mod).astype(bool)
+            tp += int((pred & gt).sum())
+            fp += int((pred & ~gt).sum())
+    assert total >= 3
+    assert found / total >= 0.6, f"found {found} of {total} true events"
+    assert tp / max(1, tp + fp) >= 0.6, f"{tp} true and {fp} false positive snippets"

@@ -1,0 +1,202 @@
+"""`avparse bundle`: rebuild the bundled demo model from scratch, in one command.
+
+    avparse bundle [--out core/assets/demo.pt] [--work runs/bundle] [--quick] [--jobs 2]
+    avparse bundle --ablations [--work runs/bundle]      # Table 2 variants on the same features
+
+Steps (train/bundle.py): pretrain the lite extractors on isolated generated
+snippets -> `avparse synth` a scene set (train/val/test) -> `avparse extract`
+with the pretrained extractors -> `avparse pack` -> `avparse train` (HAN, weak
+labels only, the paper's recipe) -> `avparse evaluate` on the test split ->
+the checkpoint (HAN + extractors) -> the test clips once more through the live
+runtime (causal, no lookahead). Figures go to demo_metrics.json beside the
+checkpoint (--metrics). A rerun with the same --work reuses finished steps.
+See docs/bundled_model.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from avparse.tools.errors import UserError, fail
+
+
+def default_out() -> Path:
+    """core/assets/demo.pt of the installed avparse.core (the source tree for an editable install)."""
+    from importlib.resources import files
+
+    return Path(str(files("avparse.core"))) / "assets" / "demo.pt"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avparse bundle", description=__doc__.split("\n\n")[0])
+    p.add_argument("--out", default=None, metavar="CKPT", help="checkpoint to write (default: core/assets/demo.pt)")
+    p.add_argument("--work", default="runs/bundle", metavar="DIR",
+                   help="work folder for scenes, features, runs (default runs/bundle; reused by a rerun)")
+    p.add_argument("--metrics", default=None, metavar="JSON",
+                   help="where the figures go (default: demo_metrics.json beside --out)")
+    p.add_argument("--quick", action="store_true", help="a seconds-long smoke run of the same steps on tiny sizes")
+    p.add_argument("--jobs", type=int, default=None, help="processes for rendering, encoding and extraction (default 2)")
+    p.add_argument("--videos", type=int, default=None, help="generated clips (default 600; split 70/10/20)")
+    p.add_argument("--no-live", action="store_true", help="skip the live-runtime evaluation")
+    p.add_argument("--ablations", action="store_true",
+                   help="train the Table 2 variants on --work's packed features (same seed) and print the table "
+                        "(runs the recipe's earlier steps first if they are missing)")
+    p.add_argument("--ablations-json", default=None, metavar="JSON",
+                   help="where the ablation rows go (default: WORK/ablations.json)")
+    return p
+
+
+def config_from_args(args):
+    from avparse.train.bundle import BundleConfig, quick_config
+
+    cfg = quick_config() if args.quick else BundleConfig()
+    if args.jobs is not None:
+        if args.jobs < 1:
+            raise UserError("--jobs must be at least 1")
+        cfg = replace(cfg, jobs=args.jobs, write=replace(cfg.write, jobs=args.jobs),
+                      pretrain=replace(cfg.pretrain, jobs=args.jobs))
+    if args.videos is not None:
+        if args.videos < 10:
+            raise UserError("--videos must be at least 10 (train, val and test all need clips)")
+        cfg = replace(cfg, videos=args.videos)
+    return cfg
+
+
+def _log(line: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process and its finished children (workers, ffmpeg)."""
+    import resource
+
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def machine() -> dict:
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    return {"cores": cores, "load_average": [round(x, 2) for x in load] if load else None,
+            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return _run(args)
+    except UserError as e:
+        return fail(str(e), e.code)
+
+
+def _run(args) -> int:
+    from avparse.core.checkpoint import CheckpointError
+    from avparse.train.dataset import FeatureError
+    from avparse.train.synth import SynthError
+
+    cfg = config_from_args(args)
+    out = Path(args.out) if args.out else default_out()
+    work = Path(args.work)
+    if args.ablations:
+        return _ablations(cfg, work, out, args)
+    t_all = time.perf_counter()
+    cpu0 = cpu_seconds()
+    load0 = machine()["load_average"]
+    try:
+        from avparse.train.bundle import build_bundle
+
+        res = build_bundle(cfg, work, out, log=_log)
+    except (SynthError, FeatureError, CheckpointError, RuntimeError, OSError, ValueError) as e:
+        raise UserError(f"bundle: {e}") from None
+    offline_s = time.perf_counter() - t_all
+    from avparse.train.evaluate import format_table
+
+    _log(f"checkpoint {out} ({res.size_bytes / 2**20:.1f} MiB), best epoch {res.best_epoch}")
+    print("offline, test split (whole clips):")
+    print(format_table(res.scores))
+    live = None
+    if not args.no_live:
+        t0 = time.perf_counter()
+        live = live_eval_bundle(out, work, cfg)
+        res.seconds["live_eval"] = time.perf_counter() - t0
+        print("live runtime, test split (causal, lookahead 0, hop 1 s):")
+        print(format_table(live["scores"]))
+    total = time.perf_counter() - t_all
+    metrics = {
+        "checkpoint": out.name,
+        "size_bytes": res.size_bytes,
+        "command": "avparse bundle" + (" --quick" if args.quick else ""),
+        "wall_seconds": {"total": round(total, 1), "without_live_eval": round(offline_s, 1),
+                         **{k: round(v, 1) for k, v in res.seconds.items()}},
+        "cpu_seconds": round(cpu_seconds() - cpu0, 1),
+        "machine": {**machine(), "load_average_at_start": load0},
+        "test_videos": len(res.test_ids),
+        "offline": {"mode": "offline (whole 10 s clips, features from avparse extract)", "scores": res.scores},
+        "live": live,
+        "val_scores_best_epoch": res.val_scores,
+        "best_epoch": res.best_epoch,
+        "pretrain_val_accuracy": res.pretrain_accuracy,
+        "config": cfg.to_dict(),
+    }
+    mpath = Path(args.metrics) if args.metrics else out.with_name(out.stem + "_metrics.json")
+    mpath.parent.mkdir(parents=True, exist_ok=True)
+    mpath.write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+    _log(f"total wall time {total / 60:.1f} min, CPU time {metrics['cpu_seconds'] / 60:.1f} min; figures: {mpath}")
+    return 0
+
+
+def live_eval_bundle(ckpt: Path, work: Path, cfg) -> dict:
+    """The bundle's test clips through the live runtime (causal)."""
+    from avparse.train.synth import MEDIA_DIR, SYNTH_CLASSES
+    from avparse.tools.live_eval import LiveEvalConfig, live_scores, load_clips
+
+    synth = work / "synth"
+    clips = load_clips(synth / MEDIA_DIR, synth, "test", SYNTH_CLASSES, num_snippets=cfg.synth.duration)
+    last = [0.0]
+
+    def progress(i, n):
+        if time.perf_counter() - last[0] > 30 or i == n:
+            last[0] = time.perf_counter()
+            _log(f"live: {i}/{n} clips")
+
+    return live_scores(ckpt, clips, LiveEvalConfig(num_snippets=cfg.synth.duration, threads=1), progress=progress)
+
+
+def ablation_table(rows: list[dict]) -> str:
+    """Markdown table of the ablation rows: the ten numbers, segment then event level."""
+    keys = [("seg_a", "seg A"), ("seg_v", "seg V"), ("seg_av", "seg AV"), ("seg_type", "seg Type@AV"),
+            ("seg_event", "seg Event@AV"), ("evt_a", "evt A"), ("evt_v", "evt V"), ("evt_av", "evt AV"),
+            ("evt_type", "evt Type@AV"), ("evt_event", "evt Event@AV")]
+    lines = ["| variant | " + " | ".join(k[1] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['name']} | " + " | ".join(f"{r['scores'][k]:.1f}" for k, _ in keys) + " |")
+    return "\n".join(lines)
+
+
+def _ablations(cfg, work: Path, out: Path, args) -> int:
+    from avparse.train.bundle import run_ablations
+
+    if not (work / "store" / "test.json").is_file() or not (work / "store.DONE").is_file():
+        raise UserError(f"{work} holds no packed features of the recipe; run `avparse bundle --work {work}` first")
+    t0 = time.perf_counter()
+    rows = run_ablations(cfg, work / "store", work / "ablations", log=_log)
+    path = Path(args.ablations_json) if args.ablations_json else work / "ablations.json"
+    path.write_text(json.dumps({"rows": rows, "seconds": time.perf_counter() - t0, "machine": machine(),
+                                "config": cfg.to_dict()}, indent=1, default=str) + "\n")
+    print(ablation_table(rows))
+    _log(f"ablations: {path} ({(time.perf_counter() - t0) / 60:.1f} min)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
