@@ -329,7 +329,7 @@ def _run(args) -> int:
         stopped.set()
 
     old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    publisher = recorder = event_file = None
+    publisher = recorder = event_file = window = None
     runtime = thread = None
     try:
         if not args.no_publish:
@@ -427,6 +427,9 @@ def _run(args) -> int:
                 runtime.add_sink(sink)
         if stopped.is_set():
             return 0
+        if not headless:
+            window = _Window(state, overlay, args.fps)
+            window.open()
         try:
             runtime.start()
         except (MediaError, SourceError) as e:
@@ -455,7 +458,7 @@ def _run(args) -> int:
                     pump.write_due()
                     time.sleep(0.02)
             else:
-                _window_loop(state, overlay, pump, thread, stopped, args.fps)
+                window.loop(pump, thread, stopped)
         except RecorderError as e:
             failure.append(UserError(f"{out}: {e}"))
         runtime.stop("stopped")
@@ -495,6 +498,8 @@ def _run(args) -> int:
                 pass
         if event_file is not None:
             event_file.close()
+        if window is not None:
+            window.close()
         if publisher is not None:
             publisher.close(reason="stopped")
         for sig, h in old.items():
@@ -542,39 +547,58 @@ class _FramePump:
         self.recorder.pad_audio(self.recorder.video_seconds)
 
 
-def _window_loop(state, overlay, pump, thread, stopped, fps: float) -> None:
-    """Draw ``fps`` pictures a second until the runtime ends, `q`/Esc, the window is closed,
-    or Ctrl-C. The window opens at the picture's size, 1:1; it can be resized (kept in ratio)."""
-    import cv2
+class _Window:
+    """The demo window (OpenCV's HighGUI). ``open`` shows it before the pipeline starts;
+    ``loop`` draws ``fps`` pictures a second until the runtime ends, `q`/Esc, the window is
+    closed, or Ctrl-C. It opens at the picture's size, 1:1, and can be resized (ratio kept)."""
 
-    w, h = overlay.config.width, overlay.config.height
-    flags = cv2.WINDOW_NORMAL | getattr(cv2, "WINDOW_KEEPRATIO", 0) | getattr(cv2, "WINDOW_GUI_NORMAL", 0)
-    cv2.namedWindow(WINDOW_TITLE, flags)
-    cv2.resizeWindow(WINDOW_TITLE, w, h)
-    period = 1.0 / fps
-    checked = time.monotonic()
-    try:
-        while thread.is_alive() and not stopped.is_set():
-            t0 = time.monotonic()
-            img = overlay.render(state.view(state.media_now(t0)))
-            cv2.imshow(WINDOW_TITLE, img[..., ::-1])
-            pump.write_due()
-            wait = max(1, int((period - (time.monotonic() - t0)) * 1000))
-            key = cv2.waitKey(wait) & 0xFF
-            if key in (ord("q"), ord("Q"), 27):
-                break
-            try:
-                if cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) < 1:
-                    break   # closed with the window's close button
-                if t0 - checked > 1.0:   # a window left at a toolkit's minimal size: ask again
-                    checked = t0
-                    _, _, ww, wh = cv2.getWindowImageRect(WINDOW_TITLE)
-                    if 0 < ww < w // 4 and 0 < wh < h // 4:
-                        cv2.resizeWindow(WINDOW_TITLE, w, h)
-            except cv2.error:
-                break
-    finally:
+    def __init__(self, state, overlay, fps: float):
+        self.state, self.overlay, self.fps = state, overlay, fps
+
+    def open(self) -> None:
+        import cv2
+
+        w, h = self.overlay.config.width, self.overlay.config.height
+        flags = cv2.WINDOW_NORMAL | getattr(cv2, "WINDOW_KEEPRATIO", 0) | getattr(cv2, "WINDOW_GUI_NORMAL", 0)
+        cv2.namedWindow(WINDOW_TITLE, flags)
+        cv2.resizeWindow(WINDOW_TITLE, w, h)
+        cv2.imshow(WINDOW_TITLE, self.overlay.render(self.state.view(0.0))[..., ::-1])
+        cv2.waitKey(100)   # let the toolkit map and paint it while the process is still quiet
+
+    def loop(self, pump, thread, stopped) -> None:
+        import cv2
+
+        w, h = self.overlay.config.width, self.overlay.config.height
+        period = 1.0 / self.fps
+        checked = time.monotonic()
         try:
+            while thread.is_alive() and not stopped.is_set():
+                t0 = time.monotonic()
+                img = self.overlay.render(self.state.view(self.state.media_now(t0)))
+                cv2.imshow(WINDOW_TITLE, img[..., ::-1])
+                pump.write_due()
+                wait = max(1, int((period - (time.monotonic() - t0)) * 1000))
+                key = cv2.waitKey(wait) & 0xFF
+                if key in (ord("q"), ord("Q"), 27):
+                    break
+                try:
+                    if cv2.getWindowProperty(WINDOW_TITLE, cv2.WND_PROP_VISIBLE) < 1:
+                        break   # closed with the window's close button
+                    if t0 - checked > 1.0:   # a window left at a toolkit's minimal size: ask again
+                        checked = t0
+                        _, _, ww, wh = cv2.getWindowImageRect(WINDOW_TITLE)
+                        if 0 < ww < w // 4 and 0 < wh < h // 4:
+                            cv2.resizeWindow(WINDOW_TITLE, w, h)
+                except cv2.error:
+                    break
+        finally:
+            self.close()
+
+    @staticmethod
+    def close() -> None:
+        try:
+            import cv2
+
             cv2.destroyWindow(WINDOW_TITLE)
             cv2.waitKey(1)
         except Exception:
