@@ -39,13 +39,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
 
 from avparse.core.han import HANConfig
 from avparse.core.profiles import get_profile
 
-from .losses import LossConfig
 from .pretrain import PretrainConfig, pretrain_extractors, save_extractor_state
 from .synth import MANIFEST, MEDIA_DIR, SYNTH_CLASSES, SYNTH_FILES, SynthConfig, WriteConfig, write_dataset
 from .trainer import TrainConfig
@@ -308,9 +306,6 @@ class _LogCallbacks:
                  + (f" val seg a {v['seg_a']:.1f} v {v['seg_v']:.1f} av {v['seg_av']:.1f} Type@AV "
                     f"{v['seg_type']:.1f} event Type@AV {v['evt_type']:.1f}" if v else "")
                  + ("  *best" if r.get("best") else ""))
-
-    def log_line(self, line):
-        self.log(line)
 
 
 # ---------------------------------------------------------------- ablations (Table 2 on generated features)

@@ -181,9 +181,9 @@ def _exact(logits: torch.Tensor, y: torch.Tensor) -> int:
     return int(((logits > 0).float() == y).all(dim=1).sum())
 
 
-def _fit(name: str, nets: dict, forward: Callable, data: dict, y: np.ndarray, cfg: PretrainConfig,
+def _fit(name: str, nets: dict, forward: Callable, y: np.ndarray, cfg: PretrainConfig,
          log: Callable[[str], None]) -> tuple[list[dict], dict]:
-    """Train ``nets`` (name -> (module, head)) with ``forward(names, idx, train) -> {name: logits}``."""
+    """Train ``nets`` (name -> (module, head)) with ``forward(idx, train) -> {name: logits}`` on targets ``y``."""
     params = [p for net, head in nets.values() for p in list(net.parameters()) + list(head.parameters())]
     opt = torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     tr, va = _split(len(y), cfg)
@@ -348,11 +348,11 @@ def train_extractors(data: PretrainData, cfg: PretrainConfig, *, log: Callable[[
 
         t0 = time.perf_counter()
         with torch.enable_grad():
-            h1, a1 = _fit("audio", {"audio": (ext.audio_net, heads["audio"])}, fwd_audio, {}, data.y_audio, cfg, log)
+            h1, a1 = _fit("audio", {"audio": (ext.audio_net, heads["audio"])}, fwd_audio, data.y_audio, cfg, log)
             seconds["train_audio"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             h2, a2 = _fit("visual", {"v2d": (ext.v2d_net, heads["v2d"]), "v3d": (ext.v3d_net, heads["v3d"])},
-                          fwd_visual, {}, data.y_visual, cfg, log)
+                          fwd_visual, data.y_visual, cfg, log)
             seconds["train_visual"] = time.perf_counter() - t0
         ext.eval()
         state = {k: v.detach().float().contiguous().clone() for k, v in ext.state_dict().items()}
