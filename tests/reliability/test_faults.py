@@ -213,11 +213,21 @@ def test_runtime_goes_on_through_a_camera_stall(tiny_model):
     rt.add_sink(log)
     snapshots = []
 
+    def audio_chunks():
+        return rt.stats()["streams"].get("cam", {}).get("audio_chunks", 0)
+
+    def wait_audio(n, limit=30.0):
+        # Phases are measured in media time (40 ms audio chunks), not wall time: on a loaded
+        # machine the audio stand-in itself falls behind the wall clock.
+        end = time.monotonic() + limit
+        while audio_chunks() < n and time.monotonic() < end:
+            time.sleep(0.05)
+
     def driver():
-        time.sleep(2.5)
+        wait_audio(62)  # 2.5 s of audio
         snapshots.append(dict(rt.stats()["streams"]["cam"]))
         sender.send_signal(signal.SIGSTOP)
-        time.sleep(3.0)
+        wait_audio(snapshots[0]["audio_chunks"] + 75)  # a 3 s stall of the camera
         snapshots.append(dict(rt.stats()["streams"]["cam"]))
         sender.send_signal(signal.SIGCONT)
 
