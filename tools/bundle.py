@@ -148,6 +148,7 @@ def _run(args) -> int:
         "pretrain_val_accuracy": res.pretrain_accuracy,
         "config": cfg.to_dict(),
     }
+    print(scores_table(metrics))
     mpath = Path(args.metrics) if args.metrics else out.with_name(out.stem + "_metrics.json")
     mpath.parent.mkdir(parents=True, exist_ok=True)
     mpath.write_text(json.dumps(metrics, indent=1, default=str) + "\n")
@@ -170,6 +171,22 @@ def live_eval_bundle(ckpt: Path, work: Path, cfg) -> dict:
             _log(f"live: {i}/{n} clips")
 
     return live_scores(ckpt, clips, LiveEvalConfig(num_snippets=cfg.synth.duration, threads=1), progress=progress)
+
+
+def scores_table(metrics: dict) -> str:
+    """Markdown table of a bundle's ten numbers, offline and live (from demo_metrics.json)."""
+    from avparse.train.evaluate import TABLE_ROWS
+
+    live = (metrics.get("live") or {}).get("scores")
+    off = metrics["offline"]["scores"]
+    head = "| event type | offline segment | offline event |" + (" live segment | live event |" if live else "")
+    lines = [head, "|---|---:|---:|" + ("---:|---:|" if live else "")]
+    for name, seg, evt in TABLE_ROWS:
+        row = f"| {name} | {off[seg]:.1f} | {off[evt]:.1f} |"
+        if live:
+            row += f" {live[seg]:.1f} | {live[evt]:.1f} |"
+        lines.append(row)
+    return "\n".join(lines)
 
 
 def ablation_table(rows: list[dict]) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -86,7 +85,16 @@ def _recall(events, truth) -> tuple[int, int]:
     return found, len(truth)
 
 
-def test_bundled_model_parses_a_fresh_scene():
+@pytest.fixture
+def one_thread():
+    """One torch thread: on a shared 2-core machine two threads are several times slower."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)
+
+
+def test_bundled_model_parses_a_fresh_scene(one_thread):
     """The committed model on scenes it never saw, through the live pipeline (causal): it finds
     most true events, and most of what it reports is true."""
     from avparse.core.extractors import build_extractor
@@ -113,5 +121,5 @@ def test_bundled_model_parses_a_fresh_scene():
             tp += int((pred & gt).sum())
             fp += int((pred & ~gt).sum())
     assert total >= 3
-    assert found / total >= 0.6, f"found {found} of {total} true events"
-    assert tp / max(1, tp + fp) >= 0.6, f"{tp} true and {fp} false positive snippets"
+    assert found / total >= 0.7, f"found {found} of {total} true events"
+    assert tp / max(1, tp + fp) >= 0.7, f"{tp} true and {fp} false positive snippets"
