@@ -280,6 +280,7 @@ def build_bundle(cfg: BundleConfig, work_dir, out, *, log: Callable[[str], None]
     out = Path(out)
     save_checkpoint(out, loaded.model, classes=SYNTH_CLASSES, profile=profile, extra=extra,
                     extractor_state=ext_state)
+    os.chmod(out, 0o644)  # package data: readable by everyone (the atomic write makes it 0600)
     return BundleResult(out, {k: float(scores[k]) for k in SUMMARY_KEYS}, best.get("val"), result.best_epoch,
                         seconds, pre_meta["val_accuracy"], out.stat().st_size, paths, list(te.ids))
 
