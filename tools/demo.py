@@ -30,7 +30,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import UserError, fail
+from .errors import UserError, fail, model_path
 
 WINDOW_TITLE = "avparse demo"
 SEGMENT_SECONDS = 60      # an endless generated scene is made of scenes this long, one after another
@@ -255,20 +255,9 @@ def display_available() -> bool:
 
 
 def _model_path(arg: str | None) -> Path:
-    if arg:
-        path = Path(arg)
-        if not path.is_file():
-            raise UserError(f"{arg}: no such checkpoint file; pass --model with a checkpoint written by avparse train")
-        return path
-    from importlib.resources import files
-
     from .run import DEMO_MODEL
 
-    demo = Path(str(files("avparse.core") / "assets" / DEMO_MODEL))
-    if not demo.is_file():
-        raise UserError(f"the bundled demo model is missing ({demo}); rebuild it with `avparse bundle` "
-                        f"or pass --model CKPT")
-    return demo
+    return model_path(arg, DEMO_MODEL)
 
 
 def _stream_name(text: str) -> str:

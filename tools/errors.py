@@ -16,3 +16,21 @@ class UserError(Exception):
 def fail(message: str, code: int = 2) -> int:
     print(f"avparse: error: {message}", file=sys.stderr)
     return code
+
+
+def model_path(arg: str | None, demo_name: str = "demo.pt"):
+    """The checkpoint a subcommand runs: ``--model`` if given, else the bundled demo model
+    (``demo_name`` in avparse.core's assets). Missing files are a UserError (one line)."""
+    from importlib.resources import files
+    from pathlib import Path
+
+    if arg:
+        path = Path(arg)
+        if not path.is_file():
+            raise UserError(f"{arg}: no such checkpoint file; pass --model with a checkpoint written by avparse train")
+        return path
+    demo = Path(str(files("avparse.core") / "assets" / demo_name))
+    if not demo.is_file():
+        raise UserError(f"the bundled demo model is missing ({demo}); rebuild it with `avparse bundle` "
+                        f"or pass --model CKPT")
+    return demo

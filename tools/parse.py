@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError, fail
+from .errors import UserError, fail, model_path
 
 DEMO_MODEL = "demo.pt"  # bundled demo checkpoint in avparse.core's assets (used when --model is absent)
 
@@ -55,17 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _model_path(arg: str | None) -> Path:
-    if arg:
-        path = Path(arg)
-        if not path.is_file():
-            raise UserError(f"{arg}: no such checkpoint file; pass --model with a checkpoint written by avparse train")
-        return path
-    from importlib.resources import files
-
-    demo = Path(str(files("avparse.core") / "assets" / DEMO_MODEL))
-    if not demo.is_file():
-        raise UserError("no --model given and no bundled demo model is installed; pass --model CKPT")
-    return demo
+    return model_path(arg, DEMO_MODEL)
 
 
 def format_event(e) -> str:

@@ -20,7 +20,7 @@ import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError, fail
+from .errors import UserError, fail, model_path
 
 DEMO_MODEL = "demo.pt"  # bundled demo checkpoint in avparse.core's assets (used when --model is absent)
 
@@ -234,17 +234,7 @@ def spec_from_args(args) -> RunSpec:
 
 # ----------------------------------------------------------------- building
 def _model_path(arg: str | None) -> Path:
-    if arg:
-        path = Path(arg)
-        if not path.is_file():
-            raise UserError(f"{arg}: no such checkpoint file; pass --model with a checkpoint written by avparse train")
-        return path
-    from importlib.resources import files
-
-    demo = Path(str(files("avparse.core") / "assets" / DEMO_MODEL))
-    if not demo.is_file():
-        raise UserError("no --model given and no bundled demo model is installed; pass --model CKPT")
-    return demo
+    return model_path(arg, DEMO_MODEL)
 
 
 def publisher_config(publish: dict):
