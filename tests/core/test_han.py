@@ -10,7 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avparse.core.han import HAN, HANConfig, HANOutput, build_han
+from avparse.core.han import HAN, HANConfig, HANOutput, build_han, dropout
 
 TINY = HANConfig(audio_dim=8, v2d_dim=12, v3d_dim=6, frames_per_snippet=3, d_model=16, nhead=2,
                  num_layers=2, dim_feedforward=24, num_classes=5)
@@ -155,6 +155,30 @@ def test_dropout_only_in_training():
     assert not torch.equal(run(model, *x).frame_prob, run(model, *x).frame_prob)
     model.eval()
     assert torch.equal(run(model, *x).frame_prob, run(model, *x).frame_prob)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cheap_dropout_is_bernoulli_with_the_scaling_of_f_dropout(p):
+    n = 400_000
+    x = torch.full((n,), 2.0, requires_grad=True)
+    torch.manual_seed(3)
+    y = dropout(x, p)
+    kept = y != 0
+    frac = 1.0 - kept.float().mean().item()
+    assert abs(frac - p) < 5 * (p * (1 - p) / n) ** 0.5  # within 5 standard errors of p
+    torch.testing.assert_close(y[kept], torch.full_like(y[kept], 2.0 / (1.0 - p)))
+    y.sum().backward()  # the gradient is the mask times 1/(1-p), as F.dropout's
+    torch.testing.assert_close(x.grad, kept.float() / (1.0 - p))
+    # neighbouring elements are independent (two int32 draws come from one int64)
+    pairs = kept[: n // 2 * 2].view(-1, 2).float()
+    both = (pairs[:, 0] * pairs[:, 1]).mean().item()
+    assert abs(both - (1 - p) ** 2) < 5 * ((1 - p) ** 2 * (1 - (1 - p) ** 2) / (n // 2)) ** 0.5
+    # seeded: the same seed gives the same mask; odd sizes and other shapes work
+    torch.manual_seed(3)
+    assert torch.equal(dropout(x.detach(), p), y.detach())
+    assert dropout(torch.ones(3, 5, 7), p).shape == (3, 5, 7)
+    z = torch.ones(4)
+    assert dropout(z, p, training=False) is z and dropout(z, 0.0) is z
 
 
 def test_bad_inputs_and_configs():
