@@ -1,7 +1,8 @@
 """Batched inference: snippets of all streams -> snippet probabilities.
 
 A stage with an internal batch: ``push(snippet)`` queues a snippet; the batch
-runs when it holds ``max_batch`` snippets, or when ``poll(now)`` finds its
+runs when it holds ``max_batch`` snippets, or a snippet of every stream being
+parsed (no other can come before the next hop), or when ``poll(now)`` finds its
 oldest snippet has waited ``max_wait`` seconds (``now`` and the snippets'
 ``wall_time`` come from the runtime's injected clock: this module reads no
 clock), or on ``flush()``. A batch is
@@ -95,6 +96,7 @@ class Inference:
     def reset(self) -> None:
         self._pending: list[Snippet] = []
         self._streams: dict[str, _StreamState] = {}
+        self._expected: set[str] = set()   # streams declared with expect() and not yet flushed
         self.counters = {
             "snippets": 0, "batches": 0, "extractor_calls": 0, "han_calls": 0, "windows": 0, "predictions": 0,
             "extract_seconds": 0.0, "han_seconds": 0.0, "max_batch_seen": 0,
@@ -111,9 +113,19 @@ class Inference:
     # ------------------------------------------------------------------ input
     def push(self, snippet: Snippet, *, now: float | None = None) -> list[SnippetProbs]:
         self._pending.append(snippet)
-        if len(self._pending) >= self.config.max_batch:
+        if len(self._pending) >= self.config.max_batch or self._every_stream_pending():
             return self._run()
         return self.poll(snippet.wall_time if now is None else now)
+
+    def expect(self, stream: str) -> None:
+        """Declare a stream being parsed (the runtime does, per source). Once every declared
+        stream has a snippet queued no other can join the batch before the next hop, so the
+        batch runs at once instead of waiting ``max_wait`` (with one stream: every snippet).
+        ``flush(stream)`` ends the declaration; undeclared streams only batch by size and time."""
+        self._expected.add(stream)
+
+    def _every_stream_pending(self) -> bool:
+        return bool(self._expected) and {s.stream for s in self._pending}.issuperset(self._expected)
 
     def deadline(self) -> float | None:
         """Runtime-clock time at which the queued batch must run (None: nothing queued)."""
@@ -144,6 +156,10 @@ class Inference:
         out += self._run_han(windows)
         for name in names:
             self._streams.pop(name, None)
+        if stream is None:
+            self._expected.clear()
+        else:
+            self._expected.discard(stream)
         return out
 
     # ------------------------------------------------------------- the work

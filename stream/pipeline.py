@@ -111,6 +111,7 @@ class Pipeline:
             if wait_for_video:
                 cfg = replace(cfg, late_tolerance=float("inf"))
             self.assemblers[name] = SnippetAssembler(cfg, stream=name)
+            self.inference.expect(name)
 
     def _t(self) -> float:
         return self.timer() if self.timer else 0.0

@@ -27,7 +27,7 @@ allow-list) and a server to its subscribers (its own server key and allow-list).
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 

@@ -25,7 +25,7 @@ from typing import Iterator
 
 import numpy as np
 
-from .source_base import CameraError, Clock, Notify, StopFlag, as_clock, default_notify, log
+from .source_base import CameraError, Clock, Notify, StopFlag, as_clock, default_notify
 from .types import Chunk, EndOfStream, VideoFrame
 
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")

@@ -19,7 +19,6 @@ cleanly: open events are closed, files finished, exit 0. See docs/demo.md.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import signal

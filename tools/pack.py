@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from avparse.tools.errors import UserError, fail
 from avparse.tools.train import add_data_args, data_config, user_errors

@@ -20,7 +20,6 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from avparse.core.profiles import FeatureProfile

@@ -136,6 +136,22 @@ def test_max_wait_is_measured_on_the_injected_clock():
     assert [p.index for p in inf.push(snippet("a", 2, wall=11.2))] == [1, 2]
 
 
+def test_declared_streams_run_as_soon_as_each_has_a_snippet():
+    ext, model = TinyExtractor(), tiny_han()
+    inf = Inference(InferenceConfig(window=4, max_batch=8, max_wait=0.05), model, ext)
+    inf.expect("a")
+    # one stream: nothing else can join the batch, so no max_wait
+    assert [p.index for p in inf.push(snippet("a", 0, wall=10.0))] == [0]
+    inf.expect("b")
+    assert inf.push(snippet("a", 1, wall=11.0)) == [] and inf.deadline() == pytest.approx(11.05)
+    out = inf.push(snippet("b", 0, wall=11.01))   # both declared streams queued: run now, before the deadline
+    assert sorted((p.stream, p.index) for p in out) == [("a", 1), ("b", 0)] and ext.batches == [1, 2]
+    inf.flush("b")                                # b ended: a alone again
+    assert [p.index for p in inf.push(snippet("a", 2, wall=12.0))] == [2]
+    inf.flush()
+    assert inf.push(snippet("c", 0, wall=13.0)) == []  # undeclared: batches by size and time only
+
+
 def test_flush_one_stream_and_mixed_frame_sizes():
     ext, model = TinyExtractor(), tiny_han()
     inf = Inference(InferenceConfig(window=4, lookahead=2, max_batch=2), model, ext)
