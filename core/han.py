@@ -330,13 +330,15 @@ class HAN(nn.Module):
         if t < 1:
             raise ValueError("a window needs at least one snippet (T >= 1), got T=0")
         f = cfg.frames_per_snippet
-        if tuple(v2d.shape) != (b, t * f, cfg.v2d_dim):
-            raise ValueError(f"v2d must be [B, T*{f}, {cfg.v2d_dim}] = {[b, t * f, cfg.v2d_dim]}, got {list(v2d.shape)}")
+        means = tuple(v2d.shape) == (b, t, cfg.v2d_dim)  # each snippet's frames already averaged
+        if not means and tuple(v2d.shape) != (b, t * f, cfg.v2d_dim):
+            raise ValueError(f"v2d must be [B, T*{f}, {cfg.v2d_dim}] = {[b, t * f, cfg.v2d_dim]} (or the frame means, "
+                             f"[B, T, {cfg.v2d_dim}]), got {list(v2d.shape)}")
         if tuple(v3d.shape) != (b, t, cfg.v3d_dim):
             raise ValueError(f"v3d must be [B, T, {cfg.v3d_dim}] = {[b, t, cfg.v3d_dim]}, got {list(v3d.shape)}")
         a = self.fc_a(audio)
         # mean over each snippet's frames, then fc_v: equal to fc_v on every frame then the mean
-        v2 = self.fc_v(v2d.reshape(b, t, f, cfg.v2d_dim).mean(dim=2))
+        v2 = self.fc_v(v2d if means else v2d.reshape(b, t, f, cfg.v2d_dim).mean(dim=2))
         v = self.fc_fusion(torch.cat([v2, self.fc_st(v3d)], dim=-1))
         return a, v
 
@@ -362,7 +364,8 @@ class HAN(nn.Module):
         return HANOutput(global_prob, a_prob, v_prob, frame_prob, w_tp, w_av)
 
     def forward(self, audio: Tensor, v2d: Tensor, v3d: Tensor) -> HANOutput:
-        """audio [B, T, A], v2d [B, T*F, D2], v3d [B, T, D3] -> :class:`HANOutput`. Any T >= 1."""
+        """audio [B, T, A], v2d [B, T*F, D2] (or its frame means [B, T, D2]), v3d [B, T, D3] ->
+        :class:`HANOutput`. Any T >= 1."""
         a, v = self.embed(audio, v2d, v3d)
         b, t, d = a.shape
         if isinstance(self.temporal, HANTemporal):      # both modalities as one batch [a; v]

@@ -244,6 +244,47 @@ class PackedSplit(FeatureSplit):
         return tuple(np.ascontiguousarray(self.arrays[m][idx]) for m in FEATURES)
 
 
+class FrameMeanSplit(FeatureSplit):
+    """``split`` held in memory with each snippet's frames already averaged: ``batch`` gives
+    v2d as [B, T, D2] (the frame means) instead of [B, T*F, D2].
+
+    HAN averages a snippet's F frames before fc_v (core/han.py) and accepts the means
+    directly, so training on this split is the same computation, bit for bit
+    (tests/train/test_trainer.py), with 1/F of the 2D data: no [B, T*F, D2] gather from
+    the memory map and no frame mean in each step. Built once, in one pass over ``split``
+    (``nbytes`` bytes of memory: about 1.1 GB for LLP's 10,000 training videos)."""
+
+    def __init__(self, split: FeatureSplit, *, chunk: int = 256):
+        import torch
+
+        self.base = split
+        for k in ("source", "ids", "labels", "gt_audio", "gt_visual", "profile", "classes", "num_snippets"):
+            setattr(self, k, getattr(split, k))
+        n, t, p = len(split), split.num_snippets, split.profile
+        f = p.frames_per_snippet
+        self.arrays = (np.empty((n, t, p.audio_dim), np.float32), np.empty((n, t, p.v2d_dim), np.float32),
+                       np.empty((n, t, p.v3d_dim), np.float32))
+        for s in range(0, n, chunk):
+            idx = np.arange(s, min(n, s + chunk))
+            a, v2, v3 = split.batch(idx)
+            self.arrays[0][s:idx[-1] + 1] = a
+            # the same reduction as HAN.embed: torch's mean over the F frames of each snippet
+            self.arrays[1][s:idx[-1] + 1] = torch.from_numpy(v2).view(len(idx), t, f, p.v2d_dim).mean(dim=2).numpy()
+            self.arrays[2][s:idx[-1] + 1] = v3
+
+    @staticmethod
+    def nbytes(split: FeatureSplit) -> int:
+        p = split.profile
+        return 4 * len(split) * split.num_snippets * (p.audio_dim + p.v2d_dim + p.v3d_dim)
+
+    def feature_file(self, modality: str, i: int) -> str:
+        return self.base.feature_file(modality, i)
+
+    def batch(self, idx):
+        idx = np.asarray(idx)
+        return tuple(a[idx] for a in self.arrays)
+
+
 def feature_root(data_dir: Path) -> Path | None:
     """The folder holding vggish/, res152/, r2plus1d_18/ (DIR or DIR/feats), or None."""
     for root in (data_dir, data_dir / "feats"):

@@ -9,7 +9,7 @@ import torch
 from avparse.core.checkpoint import load_model
 from avparse.core.han import HANConfig, build_han
 from avparse.core.profiles import LITE
-from avparse.train.dataset import DataConfig, FeatureError, PackedSplit, open_split
+from avparse.train.dataset import DataConfig, FeatureError, FrameMeanSplit, PackedSplit, open_split
 from avparse.train.evaluate import score_split
 from avparse.train.featgen import PlantedSpec, write_planted_layout
 from avparse.train.losses import LossConfig
@@ -88,6 +88,22 @@ def test_same_seed_same_checkpoint(tiny, tmp_path):
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     other = _state(train(SMALL, _cfg(epochs=2, validate=False, seed=2), tr, None, tmp_path / "r2").best_path)
     assert not all(torch.equal(a[k], other["state_dict"][k]) for k in a)
+
+
+def test_frame_means_in_memory_give_the_same_run_bit_for_bit(tiny, tmp_path):
+    tr, va = tiny
+    f = tr.profile.frames_per_snippet
+    assert f > 1
+    fm = FrameMeanSplit(tr)
+    a, v2, v3 = fm.batch([3, 1])
+    assert v2.shape == (2, tr.num_snippets, tr.profile.v2d_dim)   # one vector per snippet, not F
+    ref = tr.batch([3, 1])[1].reshape(2, tr.num_snippets, f, -1)
+    np.testing.assert_allclose(v2, ref.mean(axis=2), rtol=1e-6, atol=1e-6)
+    runs = [train(SMALL, _cfg(epochs=2, frame_means=m), tr, va, tmp_path / f"m{m}") for m in (True, False)]
+    s1, s2 = (_state(r.best_path)["state_dict"] for r in runs)
+    assert all(torch.equal(s1[k], s2[k]) for k in s1)
+    assert [h["train_loss"] for h in runs[0].history] == [h["train_loss"] for h in runs[1].history]
+    assert [h["val"] for h in runs[0].history] == [h["val"] for h in runs[1].history]
 
 
 class _Interrupt(Callbacks):
