@@ -60,6 +60,16 @@ class TrackerConfig:
     hop: float = 1.0             # seconds between snippets (the assembler's hop)
     snippet_seconds: float = 1.0  # snippet length
 
+    @classmethod
+    def from_options(cls, *, on=None, off=None, min_on=None, min_off=None, video_gate: bool = False) -> "TrackerConfig":
+        """The config of command-line style options: None keeps the default; ``off`` defaults to
+        ``on`` (no hysteresis unless asked). Raises ValueError for nonsense values."""
+        d = cls()
+        on = d.on_threshold if on is None else on
+        return cls(on_threshold=on, off_threshold=on if off is None else off,
+                   min_on=d.min_on if min_on is None else min_on, min_off=d.min_off if min_off is None else min_off,
+                   video_gate=video_gate)
+
     def __post_init__(self):
         for name in ("on_threshold", "off_threshold", "gate_threshold"):
             v = getattr(self, name)

@@ -398,12 +398,8 @@ def _run(args) -> int:
         until = args.duration or None
         tapped = [TapSource(s, (lambda c, m=(s is audio_src): on_chunk(c, m)), until=until) for s in sources]
 
-        trk = TrackerConfig()
         try:
-            on = args.on if args.on is not None else trk.on_threshold
-            tracker = TrackerConfig(on_threshold=on, off_threshold=on,
-                                    min_on=trk.min_on if args.min_on is None else args.min_on,
-                                    min_off=trk.min_off if args.min_off is None else args.min_off)
+            tracker = TrackerConfig.from_options(on=args.on, min_on=args.min_on, min_off=args.min_off)
             config = pipeline_config(profile=profile, device=args.device, tracker=tracker, drop_when_full=live)
         except ValueError as e:
             raise UserError(f"pipeline options: {e}") from None

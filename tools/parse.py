@@ -88,8 +88,8 @@ def _run(args) -> int:
     if not (args.file.startswith(("http://", "https://", "rtsp://", "udp://")) or Path(args.file).is_file()):
         raise UserError(f"{args.file}: no such media file")
     try:
-        tracker = TrackerConfig(on_threshold=args.on, off_threshold=args.on if args.off is None else args.off,
-                                min_on=args.min_on, min_off=args.min_off, video_gate=args.gate)
+        tracker = TrackerConfig.from_options(on=args.on, off=args.off, min_on=args.min_on, min_off=args.min_off,
+                                             video_gate=args.gate)
     except ValueError as e:
         raise UserError(f"tracker options: {e}") from None
     try:

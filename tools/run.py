@@ -337,11 +337,8 @@ def _run(spec: RunSpec) -> int:
         if o.get("profile") and o["profile"] != loaded.profile.name:
             raise UserError(f"--profile {o['profile']} but {model_path} was trained on profile "
                             f"{loaded.profile.name!r}; drop --profile or pass a matching checkpoint")
-        trk = TrackerConfig()
         try:
-            tracker = TrackerConfig(on_threshold=o.get("on", trk.on_threshold),
-                                    off_threshold=o.get("on", trk.off_threshold),
-                                    min_on=o.get("min_on", trk.min_on), min_off=o.get("min_off", trk.min_off))
+            tracker = TrackerConfig.from_options(on=o.get("on"), min_on=o.get("min_on"), min_off=o.get("min_off"))
             config = pipeline_config(profile=loaded.profile, hop=float(o.get("hop", 1.0)),
                                      window=int(o.get("window", 10)), lookahead=int(o.get("lookahead", 0)),
                                      max_batch=int(o.get("max_batch", 16)), device=o.get("device", "cpu"),

@@ -154,3 +154,13 @@ def test_reset_forgets_state():
     tr.reset()
     assert tr.open_events() == [] and tr.flush() == []
     assert isinstance(run(tr, probs([0.9]))[0], Event)
+
+
+def test_config_from_command_line_options():
+    d = TrackerConfig()
+    assert TrackerConfig.from_options() == d
+    c = TrackerConfig.from_options(on=0.7, min_on=0.5)
+    assert (c.on_threshold, c.off_threshold, c.min_on, c.min_off) == (0.7, 0.7, 0.5, d.min_off)
+    assert TrackerConfig.from_options(on=0.7, off=0.4, video_gate=True).off_threshold == 0.4
+    with pytest.raises(ValueError, match="must not exceed"):
+        TrackerConfig.from_options(on=0.3, off=0.6)
