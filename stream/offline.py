@@ -22,7 +22,9 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
                  stats: dict | None = None) -> list[Event]:
     """Every event of ``source`` (opened and closed here), in the order the live runtime emits them.
 
-    ``model``: a HAN or a LoadedModel. ``stats``: if a dict, filled with the pipeline's stats.
+    ``model``: a HAN or a LoadedModel. ``stats``: if a dict, filled with the pipeline's stats and,
+    when the source sent one, ``stats["end"]`` = {"reason", "media_time"} of its EndOfStream
+    (a reason starting with "error:" is a fault mid-way: the events up to it are returned).
     """
     if hasattr(model, "model") and hasattr(model, "classes"):
         classes = classes if classes is not None else model.classes
@@ -46,6 +48,8 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
                 reason = "source-lost" if chunk.reason.startswith("error") else chunk.reason
                 events += pipe.end_stream(chunk.stream, reason, clock.now())
                 ended = True
+                if stats is not None:
+                    stats["end"] = {"reason": chunk.reason, "media_time": chunk.t}
                 break
             clock.advance(chunk.end if isinstance(chunk, AudioChunk) else chunk.t)
             events += pipe.feed(chunk, clock.now())

@@ -104,10 +104,13 @@ def _run(args) -> int:
         raise UserError(f"pipeline options: {e}") from None
     extractor = _extractor(loaded, args)
     source = FileSource(args.file, sample_rate=loaded.profile.sample_rate, name=args.stream)
+    stats: dict = {}
     try:
-        events = parse_source(config, loaded, extractor, source)
+        events = parse_source(config, loaded, extractor, source, stats=stats)
     except (MediaError, SourceError) as e:
         raise UserError(str(e)) from None
+    end = stats.get("end") or {}
+    fault = str(end.get("reason", "")).startswith("error")
     try:
         for e in events:
             print(json.dumps(e.to_dict()) if args.json else format_event(e))
@@ -117,6 +120,12 @@ def _run(args) -> int:
 
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+    if fault:  # every event up to the damage is printed above; the run did not cover the whole file
+        cause = str(end["reason"]).removeprefix("error:").strip()
+        if args.file not in cause:
+            cause = f"{args.file}: {cause}"
+        return fail(f"{cause}; stopped at {float(end.get('media_time', 0.0)):.1f} s of media: the events up to "
+                    "there were printed (open ones closed as source-lost)", code=1)
     if not args.json and not events:
         print("no events", file=sys.stderr)
     return 0

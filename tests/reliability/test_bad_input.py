@@ -11,6 +11,7 @@ test_run_listen.py::test_fuzzed_run_configs_give_user_errors_only), malformed sn
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 from types import SimpleNamespace
 
@@ -274,3 +275,14 @@ def test_run_refuses_a_checkpoint_of_another_profile(capsys, tiny_ckpt):
                         "--pub", f"tcp://127.0.0.1:{free_port()}", "--snapshot", "none"])
     line = one_line_error(capsys, rc)
     assert "profile" in line and "lite" in line, line
+
+
+def test_parse_of_a_file_corrupt_mid_way_prints_its_events_then_fails(capsys, media_files, tiny_ckpt):
+    rc = parse_tool.main([str(media_files["corrupt"]), "--model", str(tiny_ckpt), "--json", "--on", str(ON)])
+    out, err = capsys.readouterr()
+    lines = [json.loads(ln) for ln in out.splitlines() if ln.strip()]
+    assert rc == 1
+    assert lines and all(ln["kind"] in ("onset", "offset") for ln in lines)   # nothing lost before the damage
+    errors = [ln for ln in err.splitlines() if ln.startswith("avparse: error:")]
+    assert len(errors) == 1 and "corrupt.mp4" in errors[0] and "stopped at" in errors[0], err
+    assert "Traceback" not in err
