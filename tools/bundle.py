@@ -24,7 +24,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from avparse.tools.errors import UserError, fail
+from avparse.tools.errors import UserError, run_main
 
 
 def default_out() -> Path:
@@ -92,11 +92,7 @@ def machine() -> dict:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except UserError as e:
-        return fail(str(e), e.code)
+    return run_main(build_parser, _run, argv)
 
 
 def _run(args) -> int:

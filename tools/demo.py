@@ -29,7 +29,7 @@ from collections import OrderedDict
 from dataclasses import replace
 from pathlib import Path
 
-from .errors import UserError, fail, model_path
+from .errors import UserError, model_path, run_main
 
 WINDOW_TITLE = "avparse demo"
 SEGMENT_SECONDS = 60      # an endless generated scene is made of scenes this long, one after another
@@ -269,11 +269,7 @@ def _default_out() -> str:
 
 # ------------------------------------------------------------------ main
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except UserError as e:
-        return fail(str(e), e.code)
+    return run_main(build_parser, _run, argv)
 
 
 def _run(args) -> int:

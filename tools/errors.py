@@ -18,6 +18,16 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
+def run_main(build_parser, body, argv=None) -> int:
+    """A subcommand's ``main``: parse ``argv`` with ``build_parser()``, run ``body(args)``, and turn
+    a UserError into its one line and exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return body(args)
+    except UserError as e:
+        return fail(str(e), e.code)
+
+
 def model_path(arg: str | None, demo_name: str = "demo.pt"):
     """The checkpoint a subcommand runs: ``--model`` if given, else the bundled demo model
     (``demo_name`` in avparse.core's assets). Missing files are a UserError (one line)."""

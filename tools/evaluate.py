@@ -42,7 +42,7 @@ def main(argv=None) -> int:
         return _live(args)
     try:
         from avparse.core.checkpoint import load_model
-        from avparse.train.evaluate import evaluate_checkpoint, format_table
+        from avparse.train.evaluate import evaluate_checkpoint
 
         ckpt = Path(args.checkpoint)
         if not ckpt.is_file():
@@ -60,12 +60,19 @@ def main(argv=None) -> int:
     except user_errors() as e:
         return fail(str(e))
     print(f"{result['split']}: {result['videos']} videos, {ckpt}")
+    return _report(result, args, ckpt.with_name(f"{ckpt.stem}.{args.split}.json"))
+
+
+def _report(result: dict, args, default_out: Path) -> int:
+    """The ten numbers as a table, then as JSON to --json (``-``: stdout; default ``default_out``)."""
+    from avparse.train.evaluate import format_table
+
     print(format_table(result["scores"]))
     text = json.dumps(result, indent=1)
     if args.json == "-":
         print(text)
         return 0
-    out = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}.{args.split}.json")
+    out = Path(args.json) if args.json else default_out
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_text(text + "\n")
@@ -80,7 +87,6 @@ def _live(args) -> int:
     try:
         from avparse.core.checkpoint import load_model
         from avparse.tools.live_eval import LiveEvalConfig, live_scores, load_clips
-        from avparse.train.evaluate import format_table
 
         ckpt = Path(args.checkpoint)
         if not ckpt.is_file():
@@ -102,19 +108,7 @@ def _live(args) -> int:
     except user_errors() as e:
         return fail(str(e))
     print(f"{args.split}: {result['videos']} videos through the live runtime (lookahead {result['lookahead']}), {ckpt}")
-    print(format_table(result["scores"]))
-    text = json.dumps(result, indent=1)
-    if args.json == "-":
-        print(text)
-        return 0
-    out = Path(args.json) if args.json else ckpt.with_name(f"{ckpt.stem}.{args.split}.live.json")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(text + "\n")
-    except OSError as e:
-        return fail(f"cannot write {out}: {e.strerror}")
-    print(f"scores: {out}")
-    return 0
+    return _report(result, args, ckpt.with_name(f"{ckpt.stem}.{args.split}.live.json"))
 
 
 if __name__ == "__main__":

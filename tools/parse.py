@@ -16,7 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-from .errors import UserError, fail, model_path
+from .errors import UserError, fail, model_path, run_main
 
 DEMO_MODEL = "demo.pt"  # bundled demo checkpoint in avparse.core's assets (used when --model is absent)
 
@@ -68,11 +68,7 @@ def format_event(e) -> str:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except UserError as e:
-        return fail(str(e), e.code)
+    return run_main(build_parser, _run, argv)
 
 
 def _run(args) -> int:

@@ -39,7 +39,7 @@ import time
 from pathlib import Path
 from types import SimpleNamespace
 
-from .errors import UserError, fail
+from .errors import UserError, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -225,11 +225,7 @@ class StatsSink:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(args)
-    except UserError as e:
-        return fail(str(e), e.code)
+    return run_main(build_parser, _run, argv)
 
 
 def _run(args) -> int:

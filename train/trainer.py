@@ -275,19 +275,16 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
         # HAN averages each snippet's frames first: hold the splits' frame means in memory (one pass,
         # 1/F of the 2D data per batch, no mean in the step; the same numbers, bit for bit) when they
         # take at most a quarter of the memory available now.
-        need = FrameMeanSplit.nbytes(train_split)
-        if val_split is not None and cfg.validate:
-            need += FrameMeanSplit.nbytes(val_split)
-        avail = _available_memory()
+        splits = [train_split] + ([val_split] if val_split is not None and cfg.validate else [])
+        need, avail = sum(FrameMeanSplit.nbytes(sp) for sp in splits), _available_memory()
         if avail is None or need <= avail // 4:
             t_cache = time.perf_counter()
-            train_split = FrameMeanSplit(train_split)
-            if val_split is not None and cfg.validate:
-                val_split = FrameMeanSplit(val_split)
+            train_split, *rest = (FrameMeanSplit(sp) for sp in splits)
+            val_split = rest[0] if rest else val_split
             if info.is_main:
-                cb.log(f"frame means of the {len(train_split)} training"
-                       + (f" and {len(val_split)} validation" if val_split is not None and cfg.validate else "")
-                       + f" videos in memory ({need / 2**20:.0f} MiB, {time.perf_counter() - t_cache:.1f} s)")
+                which = " + ".join(f"{len(sp)} {name}" for sp, name in zip(splits, ("train", "val")))
+                cb.log(f"frame means of {which} videos in memory ({need / 2**20:.0f} MiB, "
+                       f"{time.perf_counter() - t_cache:.1f} s)")
         elif info.is_main:
             cb.log(f"frame means not held in memory: they need {need / 2**20:.0f} MiB, "
                    f"{avail / 2**20:.0f} MiB available (reading the frames every step instead)")
