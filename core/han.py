@@ -382,6 +382,12 @@ class HAN(nn.Module):
         The same as ``pool(F, sigmoid(fc_prob(F)))`` with F = x as [B, T, 2, d], computed in x's
         layout (no stacking copy) and, for attentive pooling, with the three classifiers of the
         snippets (fc_prob, fc_frame_att, fc_av_att) as one matrix product."""
+        dev = x.device.type
+        if torch.is_autocast_enabled(dev):
+            # mixed precision (training with precision="bf16"): the classifiers, sigmoids, softmaxes and
+            # pooling stay in fp32, so probabilities near 0 and 1 keep their resolution and gradient
+            with torch.autocast(dev, enabled=False):
+                return self.heads(x.float())
         m, b, t, d = x.shape
         c = self.config.num_classes
         if self.config.pooling != "attentive":

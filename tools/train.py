@@ -185,6 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--layer-mode", choices=("original", "stacked"), default="original")
     r = p.add_argument_group("running")
     r.add_argument("--device", default="cpu", help="cpu or cuda (torchrun: one GPU per process)")
+    r.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="fp32 (the paper's arithmetic) or bf16 mixed precision: the forward pass's matrix products "
+                        "in bf16 (GPUs; CPUs with AMX or AVX512-BF16), weights, Adam and the loss in fp32")
     r.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores/processes)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
@@ -201,7 +204,8 @@ def configs(args):
                           bootstrap_beta=args.bootstrap_beta)
         train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
                                 lr_gamma=args.lr_gamma, seed=args.seed, loss=loss, select_metric=args.select,
-                                validate=not args.no_val, num_threads=args.threads, device=args.device)
+                                validate=not args.no_val, num_threads=args.threads, device=args.device,
+                                precision=args.precision)
         model_cfg = HANConfig(d_model=args.d_model, dim_feedforward=args.dim_feedforward, num_layers=args.num_layers,
                               nhead=args.nhead, dropout=args.dropout, pooling=args.pooling, temporal=args.temporal,
                               layer_mode=args.layer_mode)

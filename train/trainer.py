@@ -18,6 +18,9 @@ How it is computed (same mathematics, less work; see docs/training.md):
 * torch.set_num_threads is set to the cores available per local process,
   here and only while training (restored afterwards);
 * Adam uses the fused kernel where the device has one (the same update);
+* ``precision="bf16"`` (not the default) runs the forward pass under bf16
+  autocast: different rounding, not the paper's fp32 arithmetic; weights,
+  gradients, Adam, the snippet classifiers and the loss stay fp32;
 * subnormal floats are flushed to zero while training (``flush_denormal``);
 * validation runs under inference_mode in batches of 64;
 * the loss is read back (``.item()``) only every ``log_every`` steps.
@@ -53,6 +56,7 @@ from avparse.train.evaluate import score_split
 from avparse.train.losses import LossConfig, avvp_loss
 
 RESUME_FORMAT = "avparse.train-state"
+PRECISIONS = ("fp32", "bf16")
 SELECT_METRICS = ("seg_type", "seg_event", "evt_type", "evt_event", "seg_a", "seg_v", "seg_av")
 
 
@@ -76,6 +80,7 @@ class TrainConfig:
     prefetch: bool = True           # a helper thread gathers the next batch while the step computes (same batches)
     flush_denormal: bool = True     # CPU: treat values below 1.2e-38 as zero while training (see train())
     frame_means: bool = True        # train on each snippet's frame means held in memory (same result; see _train)
+    precision: str = "fp32"         # "fp32" (the paper's) or "bf16": autocast of the forward pass (mixed precision)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr_step < 1 or self.val_batch_size < 1:
@@ -84,6 +89,8 @@ class TrainConfig:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.select_metric not in SELECT_METRICS:
             raise ValueError(f"select_metric must be one of {SELECT_METRICS}, got {self.select_metric!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if self.num_threads is not None and self.num_threads < 1:
             raise ValueError("num_threads must be >= 1")
 
@@ -199,16 +206,19 @@ def batch_stream(split: FeatureSplit, batches, *, prefetch: bool = True):
 
 
 def train_step(net, opt, loss_cfg: LossConfig, split: FeatureSplit, idx: np.ndarray, y_all: torch.Tensor,
-               dev: str, *, arrays=None):
+               dev: str, *, arrays=None, precision: str = "fp32"):
     """One optimisation step on the videos ``idx``: (detached loss, the numpy batch).
-    ``arrays``: ``split.batch(idx)`` when the caller already has it (see :func:`batch_stream`)."""
+    ``arrays``: ``split.batch(idx)`` when the caller already has it (see :func:`batch_stream`).
+    ``precision="bf16"``: the forward pass under bf16 autocast (matrix products in bf16 with fp32
+    accumulation; weights, gradients, Adam, the snippet classifiers and the loss in fp32)."""
     if arrays is None:
         arrays = split.batch(idx)
     a, v2, v3 = (torch.from_numpy(x).to(dev, non_blocking=True) for x in arrays)
     y = y_all[torch.from_numpy(idx)].to(dev, non_blocking=True)
     opt.zero_grad(set_to_none=True)
     try:
-        o = net(a, v2, v3)
+        with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            o = net(a, v2, v3)
         loss = avvp_loss(loss_cfg, o.global_prob, o.a_prob, o.v_prob, y)
     except RuntimeError:  # e.g. BCE refusing NaN probabilities: name the video if the input is the cause
         split.check_finite(idx, arrays)
@@ -305,9 +315,9 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
         if st["model_config"] != model_cfg.to_dict():
             raise FeatureError(state_path, None, "the saved run used another model config; start a new --out")
         saved = dict(st["train_config"])
-        mine = cfg.to_dict()
+        mine, defaults = cfg.to_dict(), TrainConfig().to_dict()   # fields newer than the saved run: their defaults
         diff = [k for k in mine if k not in ("epochs", "num_threads", "device", "log_every", "prefetch", "flush_denormal",
-                                             "frame_means") and saved.get(k) != mine[k]]
+                                             "frame_means") and saved.get(k, defaults[k]) != mine[k]]
         if diff:
             raise FeatureError(state_path, None, f"the saved run used other training settings ({', '.join(diff)}); "
                                "start a new --out or use the same settings")
@@ -342,7 +352,8 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
         running = torch.zeros((), dtype=torch.float64, device=dev)
         trace, since = [], 0
         for step, (idx, arrays) in enumerate(batch_stream(train_split, batches, prefetch=cfg.prefetch), 1):
-            ld, arrays = train_step(net, opt, cfg.loss, train_split, idx, y_all, dev, arrays=arrays)
+            ld, arrays = train_step(net, opt, cfg.loss, train_split, idx, y_all, dev, arrays=arrays,
+                                    precision=cfg.precision)
             total += ld
             running += ld
             since += 1

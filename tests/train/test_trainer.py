@@ -45,11 +45,12 @@ def _cfg(**kw):
     return TrainConfig(**kw)
 
 
-def test_training_learns_the_planted_signal(planted, tmp_path):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_training_learns_the_planted_signal(planted, tmp_path, precision):
     tr, va = planted
     torch.manual_seed(1)
     untrained = score_split(build_han(model_config_for(SMALL, tr)), va)
-    res = train(SMALL, _cfg(epochs=6, lr_step=100), tr, va, tmp_path / "run")
+    res = train(SMALL, _cfg(epochs=6, lr_step=100, precision=precision), tr, va, tmp_path / "run")
     best = load_model(res.best_path)
     trained = score_split(best.model, va)
     assert trained == pytest.approx(res.history[res.best_epoch - 1]["val"])
@@ -134,6 +135,19 @@ def test_interrupted_run_resumes_to_the_same_weights(tiny, tmp_path):
     # resuming with other settings is refused
     with pytest.raises(FeatureError, match="other training settings"):
         train(SMALL, _cfg(epochs=4, lr=1e-2), tr, va, tmp_path / "cut", resume=True)
+    with pytest.raises(FeatureError, match=r"other training settings \(precision\)"):
+        train(SMALL, _cfg(epochs=4, lr_step=2, precision="bf16"), tr, va, tmp_path / "cut", resume=True)
+    # a state written before a setting existed resumes with that setting's default
+    st = _state(tmp_path / "cut" / "resume.pt")
+    del st["train_config"]["precision"]
+    torch.save(st, tmp_path / "cut" / "resume.pt")
+    assert [h["epoch"] for h in train(SMALL, _cfg(epochs=4, lr_step=2), tr, va, tmp_path / "cut",
+                                      resume=True).history] == [1, 2, 3, 4]
+
+
+def test_precision_is_checked():
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp16")
 
 
 @pytest.mark.parametrize("model_kw,loss_kw", [
