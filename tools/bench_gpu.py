@@ -52,6 +52,8 @@ class GPUBenchConfig:
     budget: float = 420.0                  # seconds; later sections are skipped once spent
     live_streams: int = 4                  # K scenes of the end-to-end live run (0: skip)
     live_seconds: int = 12                 # media seconds per scene of that run
+    train_videos: int = 2048               # generated train videos of the training section (0: skip it)
+    train_steps: int = 40                  # timed steps per contender per round there
     dry_run: bool = False                  # CPU-fallback sizes
     seed: int = 0
 
@@ -60,7 +62,7 @@ def _dry(cfg: GPUBenchConfig) -> GPUBenchConfig:
     return replace(cfg, device="cpu", profiles=("lite",),
                    backends=tuple(b for b in cfg.backends if b != "compile") or ("eager",),
                    batches=(1, 2), reps=1, precision="fp32", frame_hw=(120, 160), live_streams=min(cfg.live_streams, 1), live_seconds=2,
-                   dry_run=True)
+                   train_videos=min(cfg.train_videos, 48), train_steps=2, dry_run=True)
 
 
 class Budget:
@@ -237,6 +239,90 @@ def pipeline_check(cfg: GPUBenchConfig, profile: str) -> dict:
             "weights": note + " (HAN random)"}
 
 
+def training(cfg: GPUBenchConfig, budget: Budget) -> dict:
+    """Training on the device (issue: offline training across GPUs), on generated LLP-layout features:
+
+    * side by side in interleaved rounds at the paper's batch 16: the paper's step (its structure,
+      fed by a DataLoader over per-video .npy files, as ``avparse bench train``'s baseline) and
+      avparse's trainer step in fp32 and in bf16 mixed precision: videos/s and ratios;
+    * the real trainer (``train()``), two epochs with validation, per precision: seconds per epoch
+      and the full recipe projected to LLP size (40 epochs x 10,000 videos, 649 validated).
+    """
+    import tempfile
+
+    import numpy as np
+    import torch
+
+    from avparse.core.han import HANConfig
+    from avparse.core.labels import LLP_CLASSES
+    from avparse.core.profiles import LITE, PAPER
+    from avparse.tools import bench_train as BT
+    from avparse.train.dataset import PackedSplit
+    from avparse.train.trainer import TrainConfig, train
+
+    profile, d_model = (LITE, 64) if cfg.dry_run else (PAPER, 512)
+    n_train, n_val = cfg.train_videos, (16 if cfg.dry_run else 649)
+    n_files = min(n_train, 1024)
+    out: dict = {"profile": profile.name, "train_videos": n_train, "val_videos": n_val, "batch": 16}
+    with tempfile.TemporaryDirectory(prefix="avparse-gpu-train-") as tmp:
+        t0 = time.perf_counter()
+        store, layout = BT.generate(Path(tmp), profile, LLP_CLASSES, n_train, n_val, n_files, log=lambda m: None)
+        out["generate_seconds"] = round(time.perf_counter() - t0, 1)
+        tr, va = PackedSplit(store / "train.json"), PackedSplit(store / "val.json")
+        model_cfg = HANConfig(d_model=d_model, dim_feedforward=d_model)
+        workers = 0 if cfg.dry_run else min(12, max(1, (os.cpu_count() or 2) - 2))
+        cont = {"paper": BT.PaperContender(layout, tr.ids[:n_files], np.asarray(tr.labels[:n_files]), profile,
+                                           len(tr.classes), workers=workers, d_model=d_model, ff=d_model,
+                                           device=cfg.device)}
+        for prec in ("fp32", "bf16"):
+            cont[f"avparse_{prec}"] = BT.AvparseContender(tr, model_cfg, TrainConfig(device=cfg.device, precision=prec),
+                                                          device=cfg.device)
+        for c in cont.values():
+            c.steps(3)
+        vps: dict = {k: [] for k in cont}
+        for _ in range(1 if cfg.dry_run else 3):
+            for name, c in cont.items():
+                if name != "paper":
+                    cont["paper"].settle()
+                _sync(cfg.device)
+                t = time.perf_counter()
+                n = c.steps(cfg.train_steps)
+                _sync(cfg.device)
+                vps[name].append(n / (time.perf_counter() - t))
+        for c in cont.values():
+            if hasattr(c, "close"):
+                c.close()
+        med = {k: statistics.median(v) for k, v in vps.items()}
+        out["videos_per_s"] = {k: round(v, 1) for k, v in med.items()}
+        out["videos_per_s_rounds"] = {k: [round(x, 1) for x in v] for k, v in vps.items()}
+        out["ratio_avparse_fp32_vs_paper"] = round(med["avparse_fp32"] / med["paper"], 2)
+        out["ratio_avparse_bf16_vs_paper"] = round(med["avparse_bf16"] / med["paper"], 2)
+        print(f"  step at batch 16 (videos/s, median of rounds): " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()),
+              flush=True)
+        del cont
+        runs = {}
+        for prec in ("fp32", "bf16"):
+            if budget.left() < 20:
+                runs[prec] = {"skipped": "budget spent"}
+                continue
+            t = time.perf_counter()
+            res = train(model_cfg, TrainConfig(epochs=2, device=cfg.device, precision=prec), tr, va, Path(tmp) / prec)
+            wall = time.perf_counter() - t
+            h = res.history[-1]
+            full = 40 * (h["train_seconds"] * 10000 / n_train + h["val_seconds"] * 649 / n_val)
+            runs[prec] = {"wall_seconds_2_epochs": round(wall, 1), "epoch2_train_seconds": round(h["train_seconds"], 2),
+                          "epoch2_val_seconds": round(h["val_seconds"], 2),
+                          "videos_per_s": round(n_train / h["train_seconds"], 1),
+                          "projected_full_recipe_minutes": round(full / 60, 2), "train_loss": h["train_loss"]}
+            print(f"  trainer {prec}: epoch {h['train_seconds']:.1f} s for {n_train} videos "
+                  f"({n_train / h['train_seconds']:.0f} videos/s), val {h['val_seconds']:.2f} s; "
+                  f"full recipe projected {full / 60:.1f} min", flush=True)
+        out["trainer"] = runs
+    out["ddp"] = ("not run: one GPU here (DDP over NCCL needs a GPU per process; the two-process gloo path "
+                  "is tested on the CPU in tests/tools/test_train_cli.py)")
+    return out
+
+
 def extractors(cfg: GPUBenchConfig, budget: Budget) -> list[dict]:
     import torch
 
@@ -400,6 +486,7 @@ def run(cfg: GPUBenchConfig) -> dict:
     sections = [
         ("checks", lambda: checks(cfg, budget)),
         ("pipeline", lambda: pipeline_check(cfg, cfg.profiles[0])),
+        ("training", lambda: training(cfg, budget) if cfg.train_videos > 0 else {"skipped": "--train-videos 0"}),
         ("extractors", lambda: extractors(cfg, budget)),
         ("han", lambda: [r for p in cfg.profiles for r in han(cfg, p, budget)]),
     ]
@@ -463,6 +550,9 @@ def main(argv=None) -> int:
     ap.add_argument("--budget", type=float, default=d.budget, help="seconds before later sections are skipped")
     ap.add_argument("--live-streams", type=int, default=d.live_streams, help="K scenes of the live run (0: skip)")
     ap.add_argument("--live-seconds", type=int, default=d.live_seconds)
+    ap.add_argument("--train-videos", type=int, default=d.train_videos, help="generated train videos of the "
+                    "training section (0: skip it)")
+    ap.add_argument("--train-steps", type=int, default=d.train_steps, help="timed steps per contender and round")
     ap.add_argument("--dry-run", action="store_true", help="CPU, lite, batch 1-2: checks the script anywhere")
     ap.add_argument("--require-cuda", action="store_true", help="fail (exit 3) without a CUDA device")
     a = ap.parse_args(argv)
@@ -477,7 +567,8 @@ def main(argv=None) -> int:
     cfg = GPUBenchConfig(out=a.out, device=a.device, profiles=tuple(x for x in a.profiles.split(",") if x),
                          backends=tuple(x for x in a.backends.split(",") if x), batches=batches, reps=max(1, a.reps),
                          precision=a.precision, budget=a.budget, live_streams=a.live_streams,
-                         live_seconds=a.live_seconds)
+                         live_seconds=a.live_seconds, train_videos=max(0, a.train_videos),
+                         train_steps=max(1, a.train_steps))
     import torch
 
     if a.dry_run:

@@ -31,6 +31,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,13 +109,14 @@ def _paper_modules():
 
 
 class PaperContender:
-    def __init__(self, root, ids, labels, profile, classes, *, workers, d_model, ff, seed=1):
+    def __init__(self, root, ids, labels, profile, classes, *, workers, d_model, ff, seed=1, device="cpu"):
         import torch
 
         PaperNet, NpyDataset = _paper_modules()
         torch.manual_seed(seed)
+        self.device = device
         self.model = PaperNet(profile.audio_dim, profile.v2d_dim, profile.v3d_dim, profile.frames_per_snippet,
-                              classes, d_model, ff)
+                              classes, d_model, ff).to(device)
         self.opt = torch.optim.Adam(self.model.parameters(), lr=3e-4)
         self.crit = torch.nn.BCELoss()
         self.loader = torch.utils.data.DataLoader(NpyDataset(root, ids, labels), batch_size=16, shuffle=True,
@@ -155,20 +157,21 @@ class PaperContender:
             except StopIteration:
                 self.it = iter(self.loader)
                 s = next(self.it)
-            target = s["label"].type(torch.FloatTensor)
+            target = s["label"].type(torch.FloatTensor).to(self.device)   # main_avvp.py: .to('cuda') on a GPU
             self.opt.zero_grad()
-            out, a_prob, v_prob, _ = self.model(s["audio"], s["video_s"], s["video_st"])
+            out, a_prob, v_prob, _ = self.model(*(s[k].to(self.device) for k in ("audio", "video_s", "video_st")))
             out, a_prob, v_prob = (x.clamp(1e-7, 1 - 1e-7) for x in (out, a_prob, v_prob))
             pa, pv = 1.0 * target + 0.0 * 0.5, 0.9 * target + 0.1 * 0.5
             loss = self.crit(a_prob, pa) + self.crit(v_prob, pv) + self.crit(out, target)
             loss.backward()
             self.opt.step()
             n += len(target)
+        float(loss.detach())   # waits for the device
         return n
 
 
 class AvparseContender:
-    def __init__(self, split, model_cfg, train_cfg):
+    def __init__(self, split, model_cfg, train_cfg, device: str = "cpu"):
         import torch
 
         from avparse.core.han import build_han
@@ -182,8 +185,8 @@ class AvparseContender:
             t0 = time.perf_counter()
             split = FrameMeanSplit(split)
             self.prepare_seconds = time.perf_counter() - t0
-        self.split, self.cfg = split, train_cfg
-        self.model = build_han(model_config_for(model_cfg, split))
+        self.split, self.cfg, self.device = split, train_cfg, device
+        self.model = build_han(model_config_for(model_cfg, split), device=device)
         self.opt, _ = make_optimizer(self.model, train_cfg)
         self.y = torch.from_numpy(np.asarray(split.labels, np.float32))
         self.rng = np.random.default_rng(train_cfg.seed)
@@ -204,7 +207,8 @@ class AvparseContender:
         n = 0
         for _ in range(k):
             idx, arrays = next(self.stream)
-            loss, _ = train_step(self.model, self.opt, self.cfg.loss, self.split, idx, self.y, "cpu", arrays=arrays)
+            loss, _ = train_step(self.model, self.opt, self.cfg.loss, self.split, idx, self.y, self.device,
+                                 arrays=arrays, precision=self.cfg.precision)
             n += len(idx)
         float(loss)
         return n
@@ -277,6 +281,10 @@ def build_parser():
                    "the next batch during the step (TrainConfig.prefetch=False)")
     p.add_argument("--no-frame-means", action="store_true", help="avparse reading every frame from the store "
                    "each step instead of the frame means held in memory (TrainConfig.frame_means=False)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda: both contenders train there (the paper's code "
+                   "moves each batch to the GPU)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                   help="avparse's arithmetic (bf16: mixed precision, not the paper's; the paper step stays fp32)")
     p.add_argument("--epoch", action="store_true", help="also run one real trainer epoch with validation")
     p.add_argument("--epochs", type=int, default=40, help="epochs of the projected full recipe (paper: 40)")
     p.add_argument("--quick", action="store_true", help="smoke run: 64 small videos, lite sizes, 2 steps")
@@ -339,13 +347,17 @@ def main(argv=None) -> int:
                 write_layout_video(layout, tr.ids[i], a[0], v2[0], v3[0])
         n_files = min(args.files, len(tr))
         model_cfg = HANConfig(d_model=d_model, dim_feedforward=d_model)
-        train_cfg = TrainConfig(num_threads=threads, prefetch=not args.no_prefetch, frame_means=not args.no_frame_means)
+        if args.device.startswith("cuda") and not torch.cuda.is_available():
+            return fail("--device cuda: no CUDA GPU is available")
+        train_cfg = TrainConfig(num_threads=threads, prefetch=not args.no_prefetch, frame_means=not args.no_frame_means,
+                                device=args.device, precision=args.precision)
         print(f"data: {len(tr)} train / {len(va)} val videos ({profile.name} sizes: audio {profile.audio_dim}, "
-              f"2D {profile.frames_per_snippet}x{profile.v2d_dim}, 3D {profile.v3d_dim}), batch 16, fp32, "
+              f"2D {profile.frames_per_snippet}x{profile.v2d_dim}, 3D {profile.v3d_dim}), batch 16, "
+              f"avparse {args.precision} (paper step fp32), device {args.device}, "
               f"{threads} torch threads on {_cores()} cores")
         base_c = PaperContender(layout, tr.ids[:n_files], np.asarray(tr.labels[:n_files]), profile, len(tr.classes),
-                                workers=args.workers, d_model=d_model, ff=d_model)
-        ours_c = AvparseContender(tr, model_cfg, train_cfg)
+                                workers=args.workers, d_model=d_model, ff=d_model, device=args.device)
+        ours_c = AvparseContender(tr, model_cfg, train_cfg, device=args.device)
         for c in (base_c, ours_c):
             c.steps(args.warmup)
         vps = {"paper": [], "avparse": []}
@@ -362,7 +374,7 @@ def main(argv=None) -> int:
                   f"avparse {vps['avparse'][-1]:.1f} videos/s", flush=True)
         t0 = time.perf_counter()
         ours_c.close()
-        score_split(ours_c.model, va, batch_size=train_cfg.val_batch_size)
+        score_split(ours_c.model, va, batch_size=train_cfg.val_batch_size, device=args.device)
         val_s = time.perf_counter() - t0
         med = {k: statistics.median(v) for k, v in vps.items()}
         ratio = med["avparse"] / med["paper"]
@@ -388,9 +400,7 @@ def main(argv=None) -> int:
 
             with tempfile.TemporaryDirectory(prefix="avparse-bench-run-") as run:
                 t0 = time.perf_counter()
-                res = train(model_cfg, TrainConfig(epochs=1, num_threads=threads, prefetch=not args.no_prefetch,
-                                                   frame_means=not args.no_frame_means),
-                            tr, va, run)
+                res = train(model_cfg, replace(train_cfg, epochs=1), tr, va, run)
                 wall = time.perf_counter() - t0
             h = res.history[0]
             print(f"one real epoch: {wall:.1f} s wall ({len(tr)} videos: train {h['train_seconds']:.1f} s = "
