@@ -133,3 +133,18 @@ def test_gpu_streams_estimate_and_missing_gpu(tmp_path, capsys):
     if not torch.cuda.is_available():
         assert bench_gpu.main(["--require-cuda", "--out", str(tmp_path / "g.json")]) == 3
         assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "g.json").exists()
+
+
+def test_gpu_bench_training_section_at_dry_run_sizes():
+    """The GPU script's training section, run through its CPU fallback: both contenders and the
+    real trainer in both precisions produce figures (the H100 figures come from the same code)."""
+    from avparse.tools import bench_gpu
+
+    cfg = bench_gpu._dry(bench_gpu.GPUBenchConfig(train_videos=32, train_steps=1))
+    out = bench_gpu.training(cfg, bench_gpu.Budget(300))
+    assert set(out["videos_per_s"]) == {"paper", "avparse_fp32", "avparse_bf16"}
+    assert all(v > 0 for v in out["videos_per_s"].values())
+    for prec in ("fp32", "bf16"):
+        run = out["trainer"][prec]
+        assert run["videos_per_s"] > 0 and run["projected_full_recipe_minutes"] > 0
+        assert 0 < run["train_loss"] < 10
