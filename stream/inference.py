@@ -30,6 +30,7 @@ lookahead are predicted from the windows ending at the newest snippet.
 
 from __future__ import annotations
 
+import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -268,4 +269,9 @@ def _finite_or_zero(feats: tuple, counters: dict, key: str) -> tuple:
     if all(bool(torch.isfinite(x).all()) for x in feats):
         return feats
     counters[key] += 1
+    if counters[key] == 1:   # once per runtime: the count is in the stats from then on
+        bad = [name for name, x in zip(("audio", "v2d", "v3d"), feats) if not bool(torch.isfinite(x).all())]
+        warnings.warn(f"the extractor produced non-finite {'/'.join(bad)} features; they are replaced by zeros "
+                      f"and counted ({key}). In fp16 on a GPU this is overflow: the extractor's precision fp32 "
+                      "avoids it", RuntimeWarning, stacklevel=2)
     return tuple(torch.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0) for x in feats)
