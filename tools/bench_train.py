@@ -305,6 +305,8 @@ def main(argv=None) -> int:
     from avparse.train.evaluate import score_split
     from avparse.train.trainer import TrainConfig, _cores
 
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        return fail("--device cuda: no CUDA GPU is available (use --device cpu)")
     d_model = 512
     if args.quick:
         args.videos, args.val_videos, args.files = 64, 16, 64
@@ -347,8 +349,6 @@ def main(argv=None) -> int:
                 write_layout_video(layout, tr.ids[i], a[0], v2[0], v3[0])
         n_files = min(args.files, len(tr))
         model_cfg = HANConfig(d_model=d_model, dim_feedforward=d_model)
-        if args.device.startswith("cuda") and not torch.cuda.is_available():
-            return fail("--device cuda: no CUDA GPU is available")
         train_cfg = TrainConfig(num_threads=threads, prefetch=not args.no_prefetch, frame_means=not args.no_frame_means,
                                 device=args.device, precision=args.precision)
         print(f"data: {len(tr)} train / {len(va)} val videos ({profile.name} sizes: audio {profile.audio_dim}, "

@@ -102,6 +102,25 @@ def test_bench_train_quick(capsys):
     assert len(cpu) == 1 and " ms, avparse " in cpu[0] and cpu[0].endswith("x")
     assert bench_train.main(["--quick", "--threads", "1", "--workers", "0", "--no-prefetch"]) == 0
     assert "ratio avparse / paper" in capsys.readouterr().out
+    assert bench_train.main(["--quick", "--threads", "1", "--workers", "0", "--precision", "bf16"]) == 0
+    out = capsys.readouterr().out
+    assert "avparse bf16 (paper step fp32)" in out and "ratio avparse / paper" in out
+
+
+def test_bench_train_without_a_gpu_says_so(capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA GPU is present")
+    assert bench_train.main(["--quick", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no CUDA GPU is available" in err[0]
+
+
+def test_train_precision_flag(tmp_path):
+    args = train_cli.build_parser().parse_args(["--data", str(tmp_path), "--precision", "bf16"])
+    assert train_cli.configs(args)[1].precision == "bf16"
+    assert train_cli.configs(train_cli.build_parser().parse_args(["--data", str(tmp_path)]))[1].precision == "fp32"
 
 
 def _free_port():
