@@ -97,6 +97,13 @@ class Pipeline:
         self.events = 0
         self.snippets = 0
         self._ended_counters: dict[str, dict] = {}  # assembler counters of streams that ended
+        self._probs_listeners: list[Callable] = []
+
+    def on_probs(self, fn: Callable) -> None:
+        """Call ``fn(p)`` with every snippet prediction (a SnippetProbs: the stream, the snippet's
+        time and its audio/visual probabilities) before the tracker turns it into events, e.g. the
+        demo's probability bars. It runs on the pipeline's thread: keep it quick."""
+        self._probs_listeners.append(fn)
 
     def add_stream(self, name: str, *, video: bool = True, wait_for_video: bool = False,
                    separate_clocks: bool = False) -> None:
@@ -149,6 +156,8 @@ class Pipeline:
         out = []
         for p in probs:
             p.wall_time = now
+            for fn in self._probs_listeners:
+                fn(p)
             out += self._timed("tracker", self.tracker.push, p)
         self.events += len(out)
         return out

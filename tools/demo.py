@@ -187,21 +187,6 @@ class TapSource:
             it.close()
 
 
-class ProbsTap:
-    """Stands in for the pipeline's tracker: each SnippetProbs also goes to ``on_probs``."""
-
-    def __init__(self, tracker, on_probs):
-        self._tracker = tracker
-        self._on_probs = on_probs
-
-    def push(self, p):
-        self._on_probs(p)
-        return self._tracker.push(p)
-
-    def __getattr__(self, name):
-        return getattr(self._tracker, name)
-
-
 class TerminalSink:
     """Prints each event on one line."""
 
@@ -401,7 +386,7 @@ def _run(args) -> int:
             raise UserError(f"pipeline options: {e}") from None
         extractor = run_tool._extractor(loaded, {"device": args.device, "extractor_weights": args.extractor_weights})
         runtime = Runtime(config, loaded, extractor, tapped, clock=RealClock())
-        runtime.pipeline.tracker = ProbsTap(runtime.pipeline.tracker, state.probs)
+        runtime.pipeline.on_probs(state.probs)
         for sink in (publisher, state, recorder, event_file, None if args.quiet else TerminalSink()):
             if sink is not None:
                 runtime.add_sink(sink)

@@ -154,6 +154,22 @@ def test_live_equals_offline(clock):
     assert log.stats_count >= 1 and log.last_stats["inference"]["predictions"] == 8
 
 
+def test_probs_listeners_see_every_snippet_prediction_before_the_tracker():
+    cfg = config(window=4, lookahead=1, max_batch=4, max_wait=0.05)
+    rt = Runtime(cfg, ToyHAN(), ToyExtractor(), [ToySource("a")], clock=VirtualClock(), classes=CLASSES)
+    seen = []
+    rt.pipeline.on_probs(lambda p: seen.append((p.stream, p.index, p.frame_prob.copy())))
+    log = EventLog()
+    rt.add_sink(log)
+    st = rt.run()
+    assert [i for _, i, _ in seen] == list(range(8)) and {s for s, _, _ in seen} == {"a"}
+    assert st["inference"]["predictions"] == len(seen)
+    beep = np.array([fp[0, 0] for _, _, fp in seen])   # audio probability of "Beep" per snippet
+    # ToySource beeps in [2, 5): the listener sees what the tracker turned into that onset/offset pair
+    assert (beep[2:5] > 0.5).all() and (np.delete(beep, [2, 3, 4]) < 0.5).all()
+    assert ("a", "onset", "Beep", "audio", 2.0, "") in brief(log.events)
+
+
 def test_several_streams_share_batches():
     cfg = config(window=4, max_batch=3, max_wait=10.0)
     sources = [ToySource(n, beep=(1.0 + i, 3.0 + i)) for i, n in enumerate("abc")]
