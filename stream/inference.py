@@ -266,11 +266,11 @@ class Inference:
 def _finite_or_zero(feats: tuple, counters: dict, key: str) -> tuple:
     """The features of one snippet with NaN/inf replaced by zeros (counted): a non-finite
     feature would spread through attention to every snippet of every window it is in."""
-    if all(bool(torch.isfinite(x).all()) for x in feats):
+    bad = [name for name, x in zip(("audio", "v2d", "v3d"), feats) if not bool(torch.isfinite(x).all())]
+    if not bad:
         return feats
     counters[key] += 1
     if counters[key] == 1:   # once per runtime: the count is in the stats from then on
-        bad = [name for name, x in zip(("audio", "v2d", "v3d"), feats) if not bool(torch.isfinite(x).all())]
         warnings.warn(f"the extractor produced non-finite {'/'.join(bad)} features; they are replaced by zeros "
                       f"and counted ({key}). In fp16 on a GPU this is overflow: the extractor's precision fp32 "
                       "avoids it", RuntimeWarning, stacklevel=2)

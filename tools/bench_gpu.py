@@ -256,7 +256,6 @@ def training(cfg: GPUBenchConfig, budget: Budget) -> dict:
     import tempfile
 
     import numpy as np
-    import torch
 
     from avparse.core.han import HANConfig
     from avparse.core.labels import LLP_CLASSES
@@ -284,16 +283,7 @@ def training(cfg: GPUBenchConfig, budget: Budget) -> dict:
                                                           device=cfg.device)
         for c in cont.values():
             c.steps(3)
-        vps: dict = {k: [] for k in cont}
-        for _ in range(1 if cfg.dry_run else 3):
-            for name, c in cont.items():
-                if name != "paper":
-                    cont["paper"].settle()
-                _sync(cfg.device)
-                t = time.perf_counter()
-                n = c.steps(cfg.train_steps)
-                _sync(cfg.device)
-                vps[name].append(n / (time.perf_counter() - t))
+        vps, _ = BT.timed_rounds(cont, 1 if cfg.dry_run else 3, cfg.train_steps)   # each steps() waits for the GPU
         for c in cont.values():
             if hasattr(c, "close"):
                 c.close()
@@ -302,7 +292,7 @@ def training(cfg: GPUBenchConfig, budget: Budget) -> dict:
         out["videos_per_s_rounds"] = {k: [round(x, 1) for x in v] for k, v in vps.items()}
         out["ratio_avparse_fp32_vs_paper"] = round(med["avparse_fp32"] / med["paper"], 2)
         out["ratio_avparse_bf16_vs_paper"] = round(med["avparse_bf16"] / med["paper"], 2)
-        print(f"  step at batch 16 (videos/s, median of rounds): " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()),
+        print("  step at batch 16 (videos/s, median of rounds): " + ", ".join(f"{k} {v:.0f}" for k, v in med.items()),
               flush=True)
         del cont
         runs = {}

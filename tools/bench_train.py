@@ -218,6 +218,27 @@ class AvparseContender:
             self.stream.close()
 
 
+def timed_rounds(contenders: dict, rounds: int, steps: int, *, on_round=None) -> tuple[dict, dict]:
+    """Interleaved rounds: per round each contender runs ``steps`` steps, in the dict's order.
+    Before any other contender is timed, the "paper" contender's DataLoader workers settle (they
+    refill their queues then, not while another runs). Each contender's ``steps`` ends by waiting
+    for its device. Returns (videos/s, CPU ms of this process per video), a list per contender;
+    ``on_round(r, videos_per_s)`` after each round."""
+    vps: dict = {k: [] for k in contenders}
+    cpu: dict = {k: [] for k in contenders}   # all threads of this process; not the DataLoader workers
+    for r in range(rounds):
+        for name, c in contenders.items():
+            if name != "paper" and "paper" in contenders:
+                contenders["paper"].settle()
+            t0, c0 = time.perf_counter(), time.process_time()
+            n = c.steps(steps)
+            vps[name].append(n / (time.perf_counter() - t0))
+            cpu[name].append(1000 * (time.process_time() - c0) / n)
+        if on_round is not None:
+            on_round(r, vps)
+    return vps, cpu
+
+
 # ---------------------------------------------------------------- data
 
 
@@ -360,18 +381,10 @@ def main(argv=None) -> int:
         ours_c = AvparseContender(tr, model_cfg, train_cfg, device=args.device)
         for c in (base_c, ours_c):
             c.steps(args.warmup)
-        vps = {"paper": [], "avparse": []}
-        cpu = {"paper": [], "avparse": []}   # CPU ms of this process per video (all its threads)
-        for r in range(args.rounds):
-            for name, c in (("paper", base_c), ("avparse", ours_c)):
-                if name == "avparse":
-                    base_c.settle()   # the paper loader's workers refill their queues now, not during (b)
-                t0, c0 = time.perf_counter(), time.process_time()
-                n = c.steps(args.steps)
-                vps[name].append(n / (time.perf_counter() - t0))
-                cpu[name].append(1000 * (time.process_time() - c0) / n)
-            print(f"round {r + 1}/{args.rounds}: paper {vps['paper'][-1]:.1f} videos/s, "
-                  f"avparse {vps['avparse'][-1]:.1f} videos/s", flush=True)
+        vps, cpu = timed_rounds({"paper": base_c, "avparse": ours_c}, args.rounds, args.steps,
+                                on_round=lambda r, v: print(f"round {r + 1}/{args.rounds}: paper {v['paper'][-1]:.1f} "
+                                                            f"videos/s, avparse {v['avparse'][-1]:.1f} videos/s",
+                                                            flush=True))
         t0 = time.perf_counter()
         ours_c.close()
         score_split(ours_c.model, va, batch_size=train_cfg.val_batch_size, device=args.device)

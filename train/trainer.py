@@ -13,7 +13,7 @@ How it is computed (same mathematics, less work; see docs/training.md):
   array (no DataLoader, no worker processes, no per-video files), by a helper
   thread one batch ahead of the step (``prefetch``);
 * the HAN averages each snippet's 8 frames before fc_v (1/8 of its work); the
-  train split's frame means are computed once and held in memory
+  train and val splits' frame means are computed once and held in memory
   (``frame_means``, when they fit), so a step reads 1/8 of the 2D data;
 * torch.set_num_threads is set to the cores available per local process,
   here and only while training (restored afterwards);
