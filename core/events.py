@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+from .labels import MODALITIES
+
 KINDS = ("onset", "offset")
-MODALITY_NAMES = ("audio", "visual", "audiovisual")
 
 
 @dataclass(frozen=True)
@@ -29,8 +30,8 @@ class Event:
     def __post_init__(self):
         if self.kind not in KINDS:
             raise ValueError(f"event kind must be one of {KINDS}, got {self.kind!r}")
-        if self.modality not in MODALITY_NAMES:
-            raise ValueError(f"modality must be one of {MODALITY_NAMES}, got {self.modality!r}")
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {MODALITIES}, got {self.modality!r}")
 
     @property
     def key(self) -> tuple[str, str, str]:

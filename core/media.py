@@ -93,8 +93,10 @@ def _check_file(path) -> Path:
     return p
 
 
-def _is_url(path) -> bool:
-    return isinstance(path, str) and re.match(r"^[a-z][a-z0-9+.-]*://", path) is not None
+def is_url(path) -> bool:
+    """Whether ``path`` is a URL (``scheme://...``) rather than a file name: the one test every
+    tool and source uses."""
+    return isinstance(path, str) and re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", path) is not None
 
 
 def _last_line(text: str) -> str:
@@ -127,7 +129,7 @@ def _fraction(s) -> float:
 
 def probe(path) -> MediaInfo:
     """Describe a media file (streams, duration, rate, size) with ffprobe."""
-    src = str(path) if _is_url(path) else str(_check_file(path))
+    src = str(path) if is_url(path) else str(_check_file(path))
     cmd = [_tool("ffprobe"), "-v", "error", "-show_format", "-show_streams", "-of", "json", src]
     r = subprocess.run(cmd, capture_output=True, text=True)
     if r.returncode != 0:

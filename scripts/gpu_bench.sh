@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every GPU figure of avparse in one run, within a few minutes (see tools/bench_gpu.py):
+# Every GPU figure of avparse in one run, within a few minutes (see tools/harness/bench_gpu.py):
 # checks (fp16 vs fp32 features, HAN on the GPU vs the CPU, the pipeline on the GPU),
 # extractors per profile and backend (eager, compile, tensorrt when torch_tensorrt imports)
 # in fp16 at batch 1..256, HAN per batch of windows, snippets/s, per-batch latency, the
@@ -18,7 +18,7 @@ PY=${PYTHON:-}
 if [ -z "$PY" ]; then
     if [ -x .venv/bin/python ]; then PY=.venv/bin/python; else PY=python3; fi
 fi
-if ! "$PY" -c "import avparse.tools.bench_gpu" 2>/dev/null; then
+if ! "$PY" -c "import avparse.tools.harness.bench_gpu" 2>/dev/null; then
     SHIM=$(mktemp -d)
     trap 'rm -rf "$SHIM"' EXIT
     mkdir -p "$SHIM/avparse"
@@ -32,4 +32,4 @@ case " $* " in
 esac
 "$PY" -c "import torch; print('torch', torch.__version__, '| cuda', torch.cuda.is_available(), '|', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'no GPU')"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-exec "$PY" -m avparse.tools.bench_gpu "${ARGS[@]}"
+exec "$PY" -m avparse.tools.harness.bench_gpu "${ARGS[@]}"

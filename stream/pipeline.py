@@ -56,13 +56,16 @@ class PipelineConfig:
             raise ValueError("snippet_seconds differs between stages")
 
 
-def pipeline_config(*, profile=None, hop: float = 1.0, window: int = 10, lookahead: int = 0,
-                    max_batch: int = 16, max_wait: float = 0.05, device: str = "cpu", backend: str = "eager",
-                    tracker: TrackerConfig | None = None, assembler: AssemblerConfig | None = None,
-                    **runtime) -> PipelineConfig:
+_I = InferenceConfig  # the defaults below are its fields' defaults
+
+
+def pipeline_config(*, profile=None, hop: float = _I.hop, window: int = _I.window, lookahead: int = _I.lookahead,
+                    max_batch: int = _I.max_batch, max_wait: float = _I.max_wait, device: str = _I.device,
+                    backend: str = _I.backend, tracker: TrackerConfig | None = None,
+                    assembler: AssemblerConfig | None = None, **runtime) -> PipelineConfig:
     """A consistent PipelineConfig: the profile's snippet contract and one hop for every stage."""
     sr = profile.sample_rate if profile else AssemblerConfig.sample_rate
-    secs = profile.snippet_seconds if profile else 1.0
+    secs = profile.snippet_seconds if profile else AssemblerConfig.snippet_seconds
     fps = profile.frames_per_snippet if profile else AssemblerConfig.frames_per_snippet
     size = (profile.frame_size, profile.frame_size) if profile else AssemblerConfig.blank_size
     asm = replace(assembler or AssemblerConfig(), sample_rate=sr, snippet_seconds=secs,

@@ -25,10 +25,10 @@ from typing import Iterator
 
 import numpy as np
 
+from avparse.core.media import is_url
+
 from .source_base import CameraError, Clock, Notify, StopFlag, as_clock, default_notify
 from .types import Chunk, EndOfStream, VideoFrame
-
-_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
 
 
 def list_video_devices() -> list[str]:
@@ -50,7 +50,7 @@ def _parse_spec(spec):
         return "index", int(s)
     if s.startswith("/dev/video") and re.fullmatch(r"/dev/video\d+", s):
         return "index", int(s[len("/dev/video"):])
-    if _URL.match(s) and not s.startswith("file://"):
+    if is_url(s) and not s.startswith("file://"):
         return "url", s
     return "file", s[len("file://"):] if s.startswith("file://") else s
 

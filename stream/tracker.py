@@ -29,8 +29,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from avparse.core.events import Event, Segment
-
-MODALITIES = ("audio", "visual", "audiovisual")
+from avparse.core.labels import MODALITIES
 
 
 @dataclass

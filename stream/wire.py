@@ -29,7 +29,8 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from avparse.core.events import KINDS, MODALITY_NAMES, Event
+from avparse.core.events import KINDS, Event
+from avparse.core.labels import MODALITIES
 
 SCHEMA_VERSION = 1
 TYPES = ("onset", "offset", "heartbeat", "stats")
@@ -288,8 +289,8 @@ def decode_body(data: bytes) -> dict:
         check_stream_name(_get(body, "stream", "str"))
         if not LABEL_RE.match(_get(body, "class", "str")):
             raise WireError("malformed class name")
-        if _get(body, "modality", "str") not in MODALITY_NAMES:
-            raise WireError(f"modality must be one of {MODALITY_NAMES}")
+        if _get(body, "modality", "str") not in MODALITIES:
+            raise WireError(f"modality must be one of {MODALITIES}")
         _get(body, "media_time", "num")
         _get(body, "decided_at", "num")
         score = _get(body, "score", "num")

@@ -1,6 +1,6 @@
 """`avparse bench`: benchmarks that print figures (medians, spreads, ratios).
 
-Each suite lives in its own module ``avparse.tools.bench_<suite>`` with
+Each suite lives in its own module ``avparse.tools.harness.bench_<suite>`` with
 ``main(argv) -> int``: core (HAN inference, metrics), extract (feature
 extractors per profile and backend), train (training throughput), live (end to
 end latency and capacity of the live runtime). ``avparse bench`` with no suite,
@@ -34,7 +34,7 @@ def run_all(avail: dict, rest: list) -> int:
     for suite in avail:
         print(f"\n==== avparse bench {suite} {' '.join(rest)}".rstrip() + " ====", flush=True)
         try:
-            results[suite] = int(importlib.import_module(f"avparse.tools.bench_{suite}").main(list(rest)) or 0)
+            results[suite] = int(importlib.import_module(f"avparse.tools.harness.bench_{suite}").main(list(rest)) or 0)
         except KeyboardInterrupt:
             raise
         except SystemExit as e:  # argparse refusing a flag
@@ -50,7 +50,7 @@ def run_all(avail: dict, rest: list) -> int:
 
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    avail = {s: t for s, t in SUITES.items() if importlib.util.find_spec(f"avparse.tools.bench_{s}")}
+    avail = {s: t for s, t in SUITES.items() if importlib.util.find_spec(f"avparse.tools.harness.bench_{s}")}
     if argv and argv[0] in ("-h", "--help"):
         print("usage: avparse bench [SUITE | all] [options]   (avparse bench SUITE --help)\n\n"
               "No suite, or all: every suite in turn (options: --quick).\n\nsuites:")
@@ -63,4 +63,4 @@ def main(argv=None) -> int:
     if suite not in avail:
         print(f"avparse: error: unknown benchmark suite {suite!r}; known: {', '.join(avail)}", file=sys.stderr)
         return 2
-    return int(importlib.import_module(f"avparse.tools.bench_{suite}").main(rest) or 0)
+    return int(importlib.import_module(f"avparse.tools.harness.bench_{suite}").main(rest) or 0)

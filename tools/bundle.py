@@ -16,15 +16,14 @@ See docs/bundled_model.md.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
-from avparse.tools.errors import UserError, run_main
+from avparse.tools.common import UserError, run_main
+from avparse.tools.harness.machine import cpu_seconds, load, machine
+from avparse.tools.harness.report import write_json
 
 
 def default_out() -> Path:
@@ -73,24 +72,6 @@ def _log(line: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {line}", flush=True)
 
 
-def cpu_seconds() -> float:
-    """User + system CPU time of this process and its finished children (workers, ffmpeg)."""
-    import resource
-
-    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
-
-
-def machine() -> dict:
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    return {"cores": cores, "load_average": [round(x, 2) for x in load] if load else None,
-            "cpu": platform.processor() or platform.machine(), "python": platform.python_version()}
-
-
 def main(argv=None) -> int:
     return run_main(build_parser, _run, argv)
 
@@ -107,7 +88,7 @@ def _run(args) -> int:
         return _ablations(cfg, work, out, args)
     t_all = time.perf_counter()
     cpu0 = cpu_seconds()
-    load0 = machine()["load_average"]
+    load0 = load()
     try:
         from avparse.train.bundle import build_bundle
 
@@ -135,7 +116,7 @@ def _run(args) -> int:
         "wall_seconds": {"total": round(total, 1), "without_live_eval": round(offline_s, 1),
                          **{k: round(v, 1) for k, v in res.seconds.items()}},
         "cpu_seconds": round(cpu_seconds() - cpu0, 1),
-        "machine": {**machine(), "load_average_at_start": load0},
+        "machine": {**machine(), "load_at_start": load0},
         "test_videos": len(res.test_ids),
         "offline": {"mode": "offline (whole 10 s clips, features from avparse extract)", "scores": res.scores},
         "live": live,
@@ -145,9 +126,7 @@ def _run(args) -> int:
         "config": cfg.to_dict(),
     }
     print(scores_table(metrics))
-    mpath = Path(args.metrics) if args.metrics else out.with_name(out.stem + "_metrics.json")
-    mpath.parent.mkdir(parents=True, exist_ok=True)
-    mpath.write_text(json.dumps(metrics, indent=1, default=str) + "\n")
+    mpath = write_json(Path(args.metrics) if args.metrics else out.with_name(out.stem + "_metrics.json"), metrics)
     _log(f"total wall time {total / 60:.1f} min, CPU time {metrics['cpu_seconds'] / 60:.1f} min; figures: {mpath}")
     return 0
 
@@ -155,7 +134,7 @@ def _run(args) -> int:
 def live_eval_bundle(ckpt: Path, work: Path, cfg) -> dict:
     """The bundle's test clips through the live runtime (causal)."""
     from avparse.train.synth import MEDIA_DIR, SYNTH_CLASSES
-    from avparse.tools.live_eval import LiveEvalConfig, live_scores, load_clips
+    from avparse.tools.harness.live_eval import LiveEvalConfig, live_scores, load_clips
 
     synth = work / "synth"
     clips = load_clips(synth / MEDIA_DIR, synth, "test", SYNTH_CLASSES, num_snippets=cfg.synth.duration)
@@ -204,8 +183,7 @@ def _ablations(cfg, work: Path, out: Path, args) -> int:
     t0 = time.perf_counter()
     rows = run_ablations(cfg, work / "store", work / "ablations", log=_log)
     path = Path(args.ablations_json) if args.ablations_json else work / "ablations.json"
-    path.write_text(json.dumps({"rows": rows, "seconds": time.perf_counter() - t0, "machine": machine(),
-                                "config": cfg.to_dict()}, indent=1, default=str) + "\n")
+    write_json(path, {"rows": rows, "seconds": time.perf_counter() - t0, "machine": machine(), "config": cfg.to_dict()})
     print(ablation_table(rows))
     _log(f"ablations: {path} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0

@@ -13,26 +13,29 @@ import json
 import sys
 from pathlib import Path
 
-from avparse.tools.errors import UserError, fail
-from avparse.tools.train import add_data_args, data_config, user_errors
+from avparse.tools.common import UserError, add_data_args, data_config, fail, user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avparse.tools.harness.live_eval import LiveEvalConfig
+
+    d = LiveEvalConfig()
     p = argparse.ArgumentParser(prog="avparse evaluate", description="Evaluate a checkpoint with the LLP protocol.")
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="an avparse checkpoint (best.pt) or original MMIL_Net weights")
     p.add_argument("--split", choices=("val", "test"), default="test")
     add_data_args(p, data_required=False)
     p.add_argument("--json", metavar="OUT", help="where to write the scores (default CHECKPOINT.<split>.json; - = stdout)")
-    p.add_argument("--threshold", type=float, default=0.5, help="snippet and video decision threshold (paper: 0.5)")
+    p.add_argument("--threshold", type=float, default=d.threshold,
+                   help=f"snippet and video decision threshold (paper: {d.threshold:g})")
     p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--device", default="cpu")
-    g = p.add_argument_group("live runtime (tools/live_eval.py)")
+    p.add_argument("--device", default=d.device)
+    g = p.add_argument_group("live runtime (tools/harness/live_eval.py)")
     g.add_argument("--live", action="store_true",
                    help="score the split's media files through the live runtime (causal) instead of packed "
                         "features; annotations from --labels or --data (an `avparse synth` folder or LLP CSVs)")
     g.add_argument("--media", metavar="DIR", help="folder of the split's media files (default: LABELS/media)")
-    g.add_argument("--lookahead", type=int, default=0, help="1 s steps of future context for --live (0: causal)")
-    g.add_argument("--streams", type=int, default=16, help="clips run at once for --live")
+    g.add_argument("--lookahead", type=int, default=d.lookahead, help="1 s steps of future context for --live (0: causal)")
+    g.add_argument("--streams", type=int, default=d.streams, help="clips run at once for --live")
     return p
 
 
@@ -86,7 +89,7 @@ def _live(args) -> int:
     """--live: the split's clips through the live runtime, events -> dense matrices -> the ten numbers."""
     try:
         from avparse.core.checkpoint import load_model
-        from avparse.tools.live_eval import LiveEvalConfig, live_scores, load_clips
+        from avparse.tools.harness.live_eval import LiveEvalConfig, live_scores, load_clips
 
         ckpt = Path(args.checkpoint)
         if not ckpt.is_file():

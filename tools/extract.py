@@ -14,27 +14,29 @@ import argparse
 import sys
 import time
 
-from avparse.tools.errors import fail
+from avparse.tools.common import fail
 
 
 def _parser() -> argparse.ArgumentParser:
     from avparse.core.extractors.backends import BACKENDS
     from avparse.core.profiles import PROFILES
+    from avparse.train.extract import ExtractConfig as E
 
     ap = argparse.ArgumentParser(prog="avparse extract", description=__doc__.split("\n\n")[0])
     ap.add_argument("inputs", nargs="+", help="media files, or folders whose media files are all extracted")
     ap.add_argument("-o", "--out", required=True, help="output folder (vggish/, res152/, r2plus1d_18/, profile.json, snippets.tsv)")
-    ap.add_argument("--profile", default="paper", choices=sorted(PROFILES), help="feature profile (default: paper)")
-    ap.add_argument("--weights", default=None,
+    ap.add_argument("--profile", default=E.profile, choices=sorted(PROFILES), help=f"feature profile (default: {E.profile})")
+    ap.add_argument("--weights", default=E.weights,
                     help="folder holding the published weight files (else the torch hub cache), a lite extractor "
                          "state file, or 'random' for a smoke run with random weights")
-    ap.add_argument("--backend", default="eager", choices=BACKENDS, help="how the networks run (default: eager)")
-    ap.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda (default: cpu)")
-    ap.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"),
+    ap.add_argument("--backend", default=E.backend, choices=BACKENDS, help=f"how the networks run (default: {E.backend})")
+    ap.add_argument("--device", default=E.device, help=f"torch device, e.g. cpu or cuda (default: {E.device})")
+    ap.add_argument("--precision", default=E.precision, choices=("auto", "fp32", "fp16", "bf16"),
                     help="auto: fp32 on the CPU (exact), fp16 on a GPU; bf16: CPU autocast, ~3x faster "
                          "convolutions on CPUs with AMX, features within ~0.5%% of fp32 (default: auto)")
-    ap.add_argument("--batch", type=int, default=16, help="snippets per extractor call (default: 16)")
-    ap.add_argument("--audio-framing", default="snippet", choices=("snippet", "file"),
+    ap.add_argument("--batch", type=int, default=E.batch_snippets,
+                    help=f"snippets per extractor call (default: {E.batch_snippets})")
+    ap.add_argument("--audio-framing", default=E.audio_framing, choices=("snippet", "file"),
                     help="audio window of snippet k starts at k*1 s (snippet, as live) or k*0.96 s "
                          "(file: VGGish's whole-file framing, as the LLP features)")
     ap.add_argument("--quiet", action="store_true", help="no progress bar")

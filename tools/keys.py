@@ -14,7 +14,7 @@ import os
 import re
 from pathlib import Path
 
-from avparse.tools.errors import fail
+from avparse.tools.common import fail
 
 
 def main(argv=None) -> int:

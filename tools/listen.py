@@ -14,7 +14,7 @@ import signal
 import sys
 import time
 
-from avparse.tools.errors import fail
+from avparse.tools.common import fail
 
 
 def _as_dict(m) -> dict:

@@ -12,8 +12,7 @@ import argparse
 import sys
 import time
 
-from avparse.tools.errors import UserError, fail
-from avparse.tools.train import add_data_args, data_config, user_errors
+from avparse.tools.common import UserError, add_data_args, data_config, fail, user_errors
 
 
 def build_parser() -> argparse.ArgumentParser:

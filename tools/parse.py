@@ -14,11 +14,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 
-from .errors import UserError, fail, model_path, run_main
-
-DEMO_MODEL = "demo.pt"  # bundled demo checkpoint in avparse.core's assets (used when --model is absent)
+from .common import UserError, check_device, check_media, checkpoint_extractor, fail, load_checkpoint, model_path, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -50,12 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-on", type=float, default=trk.min_on, help="seconds on before an onset is reported")
     g.add_argument("--min-off", type=float, default=trk.min_off, help="seconds off before an offset is reported")
     g.add_argument("--gate", action="store_true",
-                   help="the paper's video-level gate: also require the window's video-level probability >= 0.5")
+                   help=f"the paper's video-level gate: also require the window's video-level probability "
+                        f">= {trk.gate_threshold:g}")
     return p
-
-
-def _model_path(arg: str | None) -> Path:
-    return model_path(arg, DEMO_MODEL)
 
 
 def format_event(e) -> str:
@@ -72,33 +66,29 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from avparse.core.checkpoint import CheckpointError, load_model
     from avparse.core.media import MediaError
     from avparse.stream.offline import parse_source
     from avparse.stream.pipeline import pipeline_config
     from avparse.stream.sources import FileSource, SourceError
     from avparse.stream.tracker import TrackerConfig
 
-    path = _model_path(args.model)
+    path = model_path(args.model)
     check_device(args.device)
-    if not (args.file.startswith(("http://", "https://", "rtsp://", "udp://")) or Path(args.file).is_file()):
-        raise UserError(f"{args.file}: no such media file")
+    check_media(args.file)
     try:
         tracker = TrackerConfig.from_options(on=args.on, off=args.off, min_on=args.min_on, min_off=args.min_off,
                                              video_gate=args.gate)
     except ValueError as e:
         raise UserError(f"tracker options: {e}") from None
-    try:
-        loaded = load_model(path, device=args.device)
-    except CheckpointError as e:
-        raise UserError(f"{e}; pass --model with a checkpoint written by avparse train") from None
+    loaded = load_checkpoint(path, device=args.device)
     try:
         config = pipeline_config(profile=loaded.profile, hop=args.hop, window=args.window,
                                  lookahead=args.lookahead, max_batch=args.max_batch, max_wait=args.max_wait,
                                  device=args.device, backend=args.backend, tracker=tracker)
     except ValueError as e:
         raise UserError(f"pipeline options: {e}") from None
-    extractor = _extractor(loaded, args)
+    extractor = checkpoint_extractor(loaded, backend=args.backend, device=args.device,
+                                     weights=args.extractor_weights)
     source = FileSource(args.file, sample_rate=loaded.profile.sample_rate, name=args.stream)
     stats: dict = {}
     try:
@@ -125,29 +115,3 @@ def _run(args) -> int:
     if not args.json and not events:
         print("no events", file=sys.stderr)
     return 0
-
-
-def check_device(device: str) -> None:
-    """A torch device that exists here, else a UserError (not torch's traceback)."""
-    import torch
-
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise UserError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is usable here; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
-
-
-def _extractor(loaded, args):
-    from avparse.core.extractors import build_extractor
-    from avparse.core.extractors.backends import BackendError
-    from avparse.core.weights import WeightsError
-
-    weights = loaded.extractor_state if loaded.extractor_state is not None else args.extractor_weights
-    try:
-        return build_extractor(loaded.profile, weights=weights, backend=args.backend, device=args.device)
-    except (WeightsError, BackendError, FileNotFoundError, ValueError) as e:
-        raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None

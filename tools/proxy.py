@@ -13,7 +13,7 @@ import argparse
 import signal
 import time
 
-from avparse.tools.errors import fail
+from avparse.tools.common import fail
 
 
 def main(argv=None) -> int:
@@ -22,8 +22,10 @@ def main(argv=None) -> int:
                     help="a runtime's event endpoint to forward from (repeatable)")
     ap.add_argument("--xsub-bind", action="append", default=[], metavar="EP",
                     help="bind this endpoint for publishers that connect (repeatable)")
-    ap.add_argument("--xpub", default="tcp://127.0.0.1:5558", metavar="EP",
-                    help="endpoint subscribers connect to (default tcp://127.0.0.1:5558)")
+    from avparse.stream.proxy import ProxyConfig
+
+    ap.add_argument("--xpub", default=ProxyConfig.xpub, metavar="EP",
+                    help=f"endpoint subscribers connect to (default {ProxyConfig.xpub})")
     ap.add_argument("--curve-client-key", metavar="FILE", help="our secret key file towards CURVE runtimes")
     ap.add_argument("--curve-upstream-server-key", metavar="FILE", help="the runtimes' public server key file")
     ap.add_argument("--curve-server-key", metavar="FILE", help="our secret server key file towards subscribers")
@@ -32,7 +34,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     from avparse.stream.client import SubscriberError
-    from avparse.stream.proxy import Proxy, ProxyConfig, ProxyError
+    from avparse.stream.proxy import Proxy, ProxyError
 
     if bool(args.curve_client_key) != bool(args.curve_upstream_server_key):
         return fail("upstream CURVE needs both --curve-client-key and --curve-upstream-server-key")

@@ -14,51 +14,53 @@ reason is "stopped", the log is complete, the sockets are closed, exit 0.
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import UserError, fail, model_path
-
-DEMO_MODEL = "demo.pt"  # bundled demo checkpoint in avparse.core's assets (used when --model is absent)
+from .common import (
+    StreamSpec,
+    UserError,
+    build_sources,
+    check_device,
+    checkpoint_extractor,
+    load_checkpoint,
+    model_path,
+    open_publisher,
+    run_main,
+    stop_signals,
+)
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
 TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
             "extractor_weights", "duration", "fast", "on", "min_on", "min_off", "publish", "stream"}
 PUBLISH_KEYS = {"pub", "snapshot", "log", "name", "curve_server_key", "curve_allow", "heartbeat"}
 STREAM_KEYS = {"name", "scene", "scene_duration", "file", "camera", "mic", "speed"}
-
-
-@dataclass
-class StreamSpec:
-    name: str
-    scene: int | None = None        # seed of a generated scene
-    scene_duration: int = 30        # seconds of generated scene
-    file: str | None = None         # media file or URL
-    camera: str | None = None       # OpenCV capture spec
-    mic: str | None = None          # PortAudio device (name or index); "default" for the default
-    speed: float = 1.0              # pacing of files and scenes (1: real time)
+PIPELINE_KEYS = ("hop", "window", "lookahead", "max_batch", "device", "backend")  # onto pipeline_config
 
 
 @dataclass
 class RunSpec:
     streams: list[StreamSpec] = field(default_factory=list)
-    options: dict = field(default_factory=dict)     # top-level keys
-    publish: dict = field(default_factory=dict)     # [publish] keys
+    options: dict = field(default_factory=dict)     # top-level keys (absent: the configs' defaults)
+    publish: dict = field(default_factory=dict)     # [publish] keys (absent: PublisherConfig's defaults)
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avparse.stream.inference import InferenceConfig
+    from avparse.stream.publisher import PublisherConfig
+
+    inf, pub = InferenceConfig(), PublisherConfig()
     p = argparse.ArgumentParser(prog="avparse run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog="Defaults: hop 1 s, window 10, lookahead 0, PUB tcp://127.0.0.1:5556, "
-                                       "snapshot tcp://127.0.0.1:5557.")
+                                epilog=f"Defaults: hop {inf.hop:g} s, window {inf.window}, lookahead {inf.lookahead}, "
+                                       f"PUB {pub.pub}, snapshot {pub.snapshot}.")
     g = p.add_argument_group("what to watch (one stream; several: --config)")
     g.add_argument("--config", metavar="TOML", help="TOML file describing one or more streams")
     g.add_argument("--scene", nargs="?", type=int, const=0, default=None, metavar="SEED",
                    help="a generated scene (seed, default 0)")
-    g.add_argument("--scene-duration", type=int, default=None, metavar="S", help="seconds of generated scene (30)")
+    g.add_argument("--scene-duration", type=int, default=None, metavar="S", help=f"seconds of generated scene ({StreamSpec.scene_duration})")
     g.add_argument("--file", metavar="PATH", help="a media file or URL (FFmpeg)")
     g.add_argument("--camera", metavar="SPEC", help="camera index, device, video file or URL (OpenCV)")
     g.add_argument("--mic", metavar="DEVICE", help="microphone (PortAudio name or index; 'default')")
@@ -180,9 +182,9 @@ def load_toml(path: str) -> RunSpec:
         if "mic" in s and ("scene" in s or "file" in s):
             raise _toml_error(path, f"{where}.mic", "a microphone goes with a camera or alone")
         spec.streams.append(StreamSpec(
-            name=s["name"], scene=s.get("scene"), scene_duration=s.get("scene_duration", 30),
+            name=s["name"], scene=s.get("scene"), scene_duration=s.get("scene_duration", StreamSpec.scene_duration),
             file=s.get("file"), camera=None if s.get("camera") is None else str(s["camera"]),
-            mic=None if s.get("mic") is None else str(s["mic"]), speed=float(s.get("speed", 1.0))))
+            mic=None if s.get("mic") is None else str(s["mic"]), speed=float(s.get("speed", StreamSpec.speed))))
     names = [s.name for s in spec.streams]
     if len(set(names)) != len(names):
         raise _toml_error(path, "stream", f"stream names must differ, got {names}")
@@ -205,7 +207,7 @@ def spec_from_args(args) -> RunSpec:
         name = args.name or ("scene" if args.scene is not None else
                              Path(args.file).stem if args.file else "camera" if args.camera else "mic")
         spec.streams.append(StreamSpec(name=name, scene=args.scene,
-                                       scene_duration=args.scene_duration or 30,
+                                       scene_duration=args.scene_duration or StreamSpec.scene_duration,
                                        file=args.file, camera=args.camera, mic=args.mic))
     if args.scene_duration is not None and not 1 <= args.scene_duration <= MAX_SCENE:
         raise UserError(f"--scene-duration must be whole seconds from 1 to {MAX_SCENE}, got {args.scene_duration}")
@@ -232,88 +234,32 @@ def spec_from_args(args) -> RunSpec:
     return spec
 
 
-# ----------------------------------------------------------------- building
-def _model_path(arg: str | None) -> Path:
-    return model_path(arg, DEMO_MODEL)
-
-
-def publisher_config(publish: dict):
-    from avparse.stream.publisher import DEFAULT_PUB, DEFAULT_SNAPSHOT, PublisherConfig
-
-    snap = publish.get("snapshot", DEFAULT_SNAPSHOT)
-    if snap is False or (isinstance(snap, str) and snap.lower() in ("none", "off", "")):
-        snap = None
-    if snap is True:
-        snap = DEFAULT_SNAPSHOT
-    return PublisherConfig(pub=publish.get("pub", DEFAULT_PUB), snapshot=snap, name=publish.get("name"),
-                           log_path=publish.get("log"), curve_secret_key=publish.get("curve_server_key"),
-                           curve_allow_dir=publish.get("curve_allow"),
-                           heartbeat_interval=float(publish.get("heartbeat", 1.0)))
-
-
-def build_sources(spec: RunSpec, profile, *, fast: bool, clock=None) -> list:
-    from avparse.stream.sources import CameraSource, FileSource, MicrophoneSource, SceneSource
-
-    sources = []
-    for s in spec.streams:
-        if s.scene is not None:
-            from avparse.train.synth import SynthConfig, SynthError, make_scene
-
-            try:
-                scene = make_scene(s.scene, SynthConfig(duration=s.scene_duration), name=s.name)
-            except (SynthError, ValueError) as e:
-                raise UserError(f"stream {s.name}: {e}") from None
-            sources.append(SceneSource(scene, sample_rate=profile.sample_rate, paced=not fast, name=s.name,
-                                       speed=s.speed, clock=clock))
-        elif s.file is not None:
-            if not (s.file.startswith(("http://", "https://", "rtsp://", "udp://", "tcp://")) or Path(s.file).is_file()):
-                raise UserError(f"stream {s.name}: {s.file}: no such media file")
-            sources.append(FileSource(s.file, sample_rate=profile.sample_rate, paced=not fast, name=s.name,
-                                      speed=s.speed, clock=clock))
-        else:
-            if s.camera is not None:
-                sources.append(CameraSource(s.camera, name=s.name))
-            if s.mic is not None:
-                dev = None if s.mic == "default" else (int(s.mic) if s.mic.isdigit() else s.mic)
-                sources.append(MicrophoneSource(dev, sample_rate=profile.sample_rate, name=s.name))
-    return sources
-
-
 # ----------------------------------------------------------------- running
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return _run(spec_from_args(args))
-    except UserError as e:
-        return fail(str(e), e.code)
+    return run_main(build_parser, lambda args: _run(spec_from_args(args)), argv)
 
 
 def _run(spec: RunSpec) -> int:
+    from avparse.stream.inference import InferenceConfig
+
     o = spec.options
-    model_path = _model_path(o.get("model"))
-    from .parse import check_device
+    path = model_path(o.get("model"))
+    device = o.get("device", InferenceConfig.device)
+    check_device(device)
+    key = spec.publish.get("curve_server_key")
+    if key and not Path(key).is_file():
+        raise UserError(f"{key}: no such key file (make one with `avparse keys DIR --name server`)")
 
-    check_device(o.get("device", "cpu"))
-    for key in ("curve_server_key",):
-        v = spec.publish.get(key)
-        if v and not Path(v).is_file():
-            raise UserError(f"{v}: no such key file (make one with `avparse keys DIR --name server`)")
-
-    from avparse.core.checkpoint import CheckpointError, load_model
     from avparse.core.media import MediaError
     from avparse.stream.pipeline import RealClock, Runtime, VirtualClock, pipeline_config
-    from avparse.stream.publisher import Publisher, PublisherError
     from avparse.stream.sources import SourceError
     from avparse.stream.tracker import TrackerConfig
 
     fast = bool(o.get("fast", False))
     if fast and any(s.camera is not None or s.mic is not None for s in spec.streams):
         raise UserError("--fast is for files and scenes; cameras and microphones run in real time")
-    try:
-        publisher = Publisher(publisher_config(spec.publish)).open()  # a busy port fails fast, before the model loads
-    except PublisherError as e:
-        raise UserError(str(e)) from None
-    if not spec.publish.get("curve_server_key"):
+    publisher = open_publisher(spec.publish)  # a busy port fails fast, before the model loads
+    if not key:
         for ep in (publisher.pub_endpoint, publisher.snapshot_endpoint):
             if ep and not _loopback(ep):
                 print(f"avparse run: warning: {ep} is reachable from other machines and CURVE is off: anyone who "
@@ -327,53 +273,47 @@ def _run(spec: RunSpec) -> int:
         if runtime is not None:
             runtime.stop("stopped")
 
-    old = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     timer = None
     try:
-        try:
-            loaded = load_model(model_path, device=o.get("device", "cpu"))
-        except CheckpointError as e:
-            raise UserError(f"{e}; pass --model with a checkpoint written by avparse train") from None
-        if o.get("profile") and o["profile"] != loaded.profile.name:
-            raise UserError(f"--profile {o['profile']} but {model_path} was trained on profile "
-                            f"{loaded.profile.name!r}; drop --profile or pass a matching checkpoint")
-        try:
-            tracker = TrackerConfig.from_options(on=o.get("on"), min_on=o.get("min_on"), min_off=o.get("min_off"))
-            config = pipeline_config(profile=loaded.profile, hop=float(o.get("hop", 1.0)),
-                                     window=int(o.get("window", 10)), lookahead=int(o.get("lookahead", 0)),
-                                     max_batch=int(o.get("max_batch", 16)), device=o.get("device", "cpu"),
-                                     backend=o.get("backend", "eager"), tracker=tracker,
-                                     drop_when_full=any(s.camera or s.mic for s in spec.streams))
-        except ValueError as e:
-            raise UserError(f"pipeline options: {e}") from None
-        extractor = _extractor(loaded, o)
-        clock = VirtualClock() if fast else RealClock()
-        sources = build_sources(spec, loaded.profile, fast=fast)
-        runtime = Runtime(config, loaded, extractor, sources, clock=clock)
-        runtime.add_sink(publisher)
-        if stopped.is_set():
-            return 0
-        try:
-            runtime.start()
-        except (MediaError, SourceError) as e:
-            raise UserError(str(e)) from None
-        duration = float(o.get("duration", 0) or 0)
-        if duration > 0:
-            timer = threading.Timer(duration, runtime.stop, args=("stopped",))
-            timer.daemon = True
-            timer.start()
-        print(f"avparse run: publishing {', '.join(s.name for s in spec.streams)} on {publisher.pub_endpoint}"
-              + (f", snapshot {publisher.snapshot_endpoint}" if publisher.snapshot_endpoint else "")
-              + (f", log {spec.publish['log']}" if spec.publish.get("log") else ""), file=sys.stderr, flush=True)
-        runtime.run()
-        for f in runtime.faults:
-            print(f"avparse run: {f}", file=sys.stderr)
+        with stop_signals(on_signal):
+            loaded = load_checkpoint(path, device=device)
+            if o.get("profile") and o["profile"] != loaded.profile.name:
+                raise UserError(f"--profile {o['profile']} but {path} was trained on profile "
+                                f"{loaded.profile.name!r}; drop --profile or pass a matching checkpoint")
+            try:
+                tracker = TrackerConfig.from_options(on=o.get("on"), min_on=o.get("min_on"), min_off=o.get("min_off"))
+                config = pipeline_config(profile=loaded.profile, tracker=tracker,
+                                         drop_when_full=any(s.camera or s.mic for s in spec.streams),
+                                         **{k: o[k] for k in PIPELINE_KEYS if k in o})
+            except (TypeError, ValueError) as e:
+                raise UserError(f"pipeline options: {e}") from None
+            extractor = checkpoint_extractor(loaded, backend=config.inference.backend, device=device,
+                                             weights=o.get("extractor_weights"))
+            clock = VirtualClock() if fast else RealClock()
+            sources = build_sources(spec.streams, loaded.profile, fast=fast)
+            runtime = Runtime(config, loaded, extractor, sources, clock=clock)
+            runtime.add_sink(publisher)
+            if stopped.is_set():
+                return 0
+            try:
+                runtime.start()
+            except (MediaError, SourceError) as e:
+                raise UserError(str(e)) from None
+            duration = float(o.get("duration", 0) or 0)
+            if duration > 0:
+                timer = threading.Timer(duration, runtime.stop, args=("stopped",))
+                timer.daemon = True
+                timer.start()
+            print(f"avparse run: publishing {', '.join(s.name for s in spec.streams)} on {publisher.pub_endpoint}"
+                  + (f", snapshot {publisher.snapshot_endpoint}" if publisher.snapshot_endpoint else "")
+                  + (f", log {spec.publish['log']}" if spec.publish.get("log") else ""), file=sys.stderr, flush=True)
+            runtime.run()
+            for f in runtime.faults:
+                print(f"avparse run: {f}", file=sys.stderr)
     finally:
         if timer is not None:
             timer.cancel()
         publisher.close(reason="stopped")
-        for sig, h in old.items():
-            signal.signal(sig, h)
     print(f"avparse run: {publisher.counters['events']} events published", file=sys.stderr)
     return 0
 
@@ -385,16 +325,3 @@ def _loopback(endpoint: str) -> bool:
         return True
     host = rest.rsplit(":", 1)[0].strip("[]")
     return host.startswith("127.") or host in ("localhost", "::1", "lo")
-
-
-def _extractor(loaded, o):
-    from avparse.core.extractors import build_extractor
-    from avparse.core.extractors.backends import BackendError
-    from avparse.core.weights import WeightsError
-
-    weights = loaded.extractor_state if loaded.extractor_state is not None else o.get("extractor_weights")
-    try:
-        return build_extractor(loaded.profile, weights=weights, backend=o.get("backend", "eager"),
-                               device=o.get("device", "cpu"))
-    except (WeightsError, BackendError, FileNotFoundError, ValueError) as e:
-        raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None

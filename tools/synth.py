@@ -13,7 +13,7 @@ import argparse
 import sys
 import time
 
-from .errors import fail
+from .common import fail
 
 
 def _pair(text: str) -> tuple[float, float]:

@@ -16,63 +16,7 @@ import sys
 import time
 from pathlib import Path
 
-from avparse.tools.errors import UserError, fail
-
-
-# ------------------------------------------------------------------ shared data flags (pack, train, evaluate)
-
-
-def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
-    p.add_argument("--data", required=data_required, metavar="DIR",
-                   help="packed store (avparse pack) or LLP feature layout (vggish/ res152/ r2plus1d_18/)")
-    p.add_argument("--labels", metavar="DIR", help="folder of the LLP CSV files when not beside the features")
-    p.add_argument("--profile", metavar="NAME",
-                   help="feature profile of LLP-layout data (default: paper; a packed store knows its own)")
-    p.add_argument("--classes", metavar="NAME|FILE",
-                   help="class vocabulary of LLP-layout CSVs: llp (default), synth, or a file with one class a line")
-
-
-def resolve_classes(spec: str | None):
-    if spec is None:
-        return None
-    if spec == "llp":
-        from avparse.core.labels import LLP_CLASSES
-
-        return LLP_CLASSES
-    if spec == "synth":
-        from avparse.train.synth import SYNTH_CLASSES
-
-        return tuple(SYNTH_CLASSES)
-    path = Path(spec)
-    if not path.is_file():
-        raise UserError(f"--classes {spec}: not llp, synth or a file of class names")
-    names = tuple(x.strip() for x in path.read_text().splitlines() if x.strip())
-    if not names or len(set(names)) != len(names):
-        raise UserError(f"--classes {spec}: the file must list distinct class names, one a line")
-    return names
-
-
-def data_config(args, data_dir: str | None = None):
-    from avparse.core.profiles import get_profile
-    from avparse.train.dataset import DataConfig
-
-    profile = None
-    if args.profile:
-        try:
-            profile = get_profile(args.profile)
-        except ValueError as e:
-            raise UserError(str(e)) from None
-    return DataConfig(data_dir=data_dir or args.data, labels_dir=args.labels, profile=profile,
-                      classes=resolve_classes(args.classes))
-
-
-def user_errors():
-    """Exception types that end in one line instead of a traceback."""
-    from avparse.core.checkpoint import CheckpointError
-    from avparse.train.dataset import FeatureError
-    from avparse.train.llp import LLPFormatError
-
-    return (UserError, FeatureError, LLPFormatError, CheckpointError, FloatingPointError, OSError)
+from avparse.tools.common import UserError, add_data_args, data_config, fail, user_errors
 
 
 # ------------------------------------------------------------------ progress
@@ -148,6 +92,11 @@ class ProgressBar:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avparse.core.han import HANConfig
+    from avparse.train.losses import LossConfig
+    from avparse.train.trainer import TrainConfig
+
+    tc, lc, mc = TrainConfig(), LossConfig(), HANConfig()
     p = argparse.ArgumentParser(prog="avparse train", description="Train HAN from video-level labels. Defaults are "
                                 "the paper's recipe (YapengTian/AVVP-ECCV20 main_avvp.py).")
     add_data_args(p)
@@ -155,40 +104,43 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder: best.pt, resume.pt, history.json, training.png (default runs/han)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
     g = p.add_argument_group("recipe (paper defaults)")
-    g.add_argument("--epochs", type=int, default=40)
-    g.add_argument("--batch-size", type=int, default=16, help="videos per step and process")
-    g.add_argument("--lr", type=float, default=3e-4)
-    g.add_argument("--lr-step", type=int, default=10, help="StepLR step size in epochs")
-    g.add_argument("--lr-gamma", type=float, default=0.1)
-    g.add_argument("--seed", type=int, default=1)
-    g.add_argument("--select", default="seg_type", help="validation score that picks best.pt (default seg_type)")
+    g.add_argument("--epochs", type=int, default=tc.epochs)
+    g.add_argument("--batch-size", type=int, default=tc.batch_size, help="videos per step and process")
+    g.add_argument("--lr", type=float, default=tc.lr)
+    g.add_argument("--lr-step", type=int, default=tc.lr_step, help="StepLR step size in epochs")
+    g.add_argument("--lr-gamma", type=float, default=tc.lr_gamma)
+    g.add_argument("--seed", type=int, default=tc.seed)
+    g.add_argument("--select", default=tc.select_metric,
+                   help=f"validation score that picks best.pt (default {tc.select_metric})")
     g.add_argument("--no-val", action="store_true", help="no validation (best.pt = last epoch)")
     t = p.add_argument_group("Table 2 switches")
-    t.add_argument("--loss", choices=("both", "weak", "guided"), default="both",
+    t.add_argument("--loss", choices=("both", "weak", "guided"), default=lc.terms,
                    help="both = L_wsl + L_g (paper), weak = L_wsl only, guided = L_g only")
-    t.add_argument("--pooling", choices=("attentive", "max", "mean"), default="attentive", help="MMIL pooling")
-    t.add_argument("--temporal", choices=("han", "none", "gru", "transformer"), default="han",
+    t.add_argument("--pooling", choices=("attentive", "max", "mean"), default=mc.pooling, help="MMIL pooling")
+    t.add_argument("--temporal", choices=("han", "none", "gru", "transformer"), default=mc.temporal,
                    help="temporal network")
-    t.add_argument("--noisy", choices=("smooth", "none", "bootstrap"), default="smooth",
+    t.add_argument("--noisy", choices=("smooth", "none", "bootstrap"), default=lc.noisy,
                    help="noisy guided labels: smooth (paper: label smoothing), none, bootstrap (Reed et al.)")
-    t.add_argument("--eps-a", type=float, default=0.0, help="audio smoothing epsilon (paper code: 0)")
-    t.add_argument("--eps-v", type=float, default=0.1, help="visual smoothing epsilon (paper code: 0.1)")
-    t.add_argument("--smooth-k", type=int, default=2, help="K of y = (1-eps) y + eps/K (paper code: 2)")
-    t.add_argument("--bootstrap-mode", choices=("soft", "hard"), default="soft")
-    t.add_argument("--bootstrap-beta", type=float, default=None, help="default 0.95 soft, 0.8 hard (Reed et al.)")
+    t.add_argument("--eps-a", type=float, default=lc.eps_a, help="audio smoothing epsilon (paper code: 0)")
+    t.add_argument("--eps-v", type=float, default=lc.eps_v, help="visual smoothing epsilon (paper code: 0.1)")
+    t.add_argument("--smooth-k", type=int, default=lc.smooth_k, help="K of y = (1-eps) y + eps/K (paper code: 2)")
+    t.add_argument("--bootstrap-mode", choices=("soft", "hard"), default=lc.bootstrap_mode)
+    t.add_argument("--bootstrap-beta", type=float, default=lc.bootstrap_beta,
+                   help="default 0.95 soft, 0.8 hard (Reed et al.)")
     m = p.add_argument_group("model size (paper defaults)")
-    m.add_argument("--d-model", type=int, default=512)
-    m.add_argument("--dim-feedforward", type=int, default=512)
-    m.add_argument("--num-layers", type=int, default=1)
-    m.add_argument("--nhead", type=int, default=1)
-    m.add_argument("--dropout", type=float, default=0.1)
-    m.add_argument("--layer-mode", choices=("original", "stacked"), default="original")
+    m.add_argument("--d-model", type=int, default=mc.d_model)
+    m.add_argument("--dim-feedforward", type=int, default=mc.dim_feedforward)
+    m.add_argument("--num-layers", type=int, default=mc.num_layers)
+    m.add_argument("--nhead", type=int, default=mc.nhead)
+    m.add_argument("--dropout", type=float, default=mc.dropout)
+    m.add_argument("--layer-mode", choices=("original", "stacked"), default=mc.layer_mode)
     r = p.add_argument_group("running")
-    r.add_argument("--device", default="cpu", help="cpu or cuda (torchrun: one GPU per process)")
-    r.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+    r.add_argument("--device", default=tc.device, help="cpu or cuda (torchrun: one GPU per process)")
+    r.add_argument("--precision", choices=("fp32", "bf16"), default=tc.precision,
                    help="fp32 (the paper's arithmetic) or bf16 mixed precision: the forward pass's matrix products "
                         "in bf16 (GPUs; CPUs with AMX or AVX512-BF16), weights, Adam and the loss in fp32")
-    r.add_argument("--threads", type=int, default=None, help="torch threads per process (default: cores/processes)")
+    r.add_argument("--threads", type=int, default=tc.num_threads,
+                   help="torch threads per process (default: cores/processes)")
     r.add_argument("--quiet", action="store_true", help="no progress bar")
     return p
 

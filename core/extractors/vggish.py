@@ -21,6 +21,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .visual import load_checked
+
 VGGISH_FILE = "vggish-10086976.pth"
 VGGISH_PCA_FILE = "vggish_pca_params-970ea276.pth"
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/" + VGGISH_FILE
@@ -97,12 +99,4 @@ def load_pca(post: PCAQuantize, state: dict) -> None:
 
 
 def _load_exact(module: nn.Module, state: dict, file: str) -> None:
-    own = module.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    if missing or unexpected:
-        raise ValueError(f"{file}: state dict does not match (missing {missing[:4]}, unexpected {unexpected[:4]})")
-    for k, v in state.items():
-        if tuple(v.shape) != tuple(own[k].shape):
-            raise ValueError(f"{file}: {k} has shape {tuple(v.shape)}, expected {tuple(own[k].shape)}")
-    module.load_state_dict({k: torch.as_tensor(v, dtype=torch.float32) for k, v in state.items()}, assign=True)
+    load_checked(module, {k: torch.as_tensor(v, dtype=torch.float32) for k, v in state.items()}, file)

@@ -73,11 +73,12 @@ def _build(factory, state: dict | None, what: str) -> nn.Module:
         return factory(weights=None)
     with torch.device("meta"):
         net = factory(weights=None)
-    _load_checked(net, state, what)
+    load_checked(net, state, what)
     return net
 
 
-def _load_checked(net: nn.Module, state: dict, what: str) -> None:
+def load_checked(net: nn.Module, state: dict, what: str) -> None:
+    """Load ``state`` into ``net``: the same keys and shapes, else a ValueError naming ``what``."""
     own = net.state_dict()
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))

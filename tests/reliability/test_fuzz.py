@@ -232,7 +232,8 @@ def test_run_configuration_gives_user_errors_only(tmp_path):
     from avparse.stream.pipeline import pipeline_config
     from avparse.stream.tracker import TrackerConfig
     from avparse.tools import run as run_tool
-    from avparse.tools.errors import UserError
+    from avparse.tools import common
+    from avparse.tools.common import UserError
 
     values = ['0', '-1', '1', '0.5', '1e999', '-1e999', 'nan', 'inf', '-inf', '9' * 40, 'true', '"x"', '""',
               '"a.b"', '[]', '[1, "a"]', '{}', '{ a = 1 }', '1979-05-27', '"tcp://0.0.0.0:1"', '"\\u0000"']
@@ -262,7 +263,7 @@ def test_run_configuration_gives_user_errors_only(tmp_path):
         outcomes["ok"] += 1
         o = spec.options
         # what the file says builds the publisher's config (run does not guard that step) ...
-        pcfg = run_tool.publisher_config(spec.publish)
+        pcfg = common.publisher_config(spec.publish)
         assert 0 < pcfg.heartbeat_interval < float("inf"), pcfg
         # ... and the pipeline's, or fails with the ValueError that run turns into one line
         try:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-from avparse.tools import bench, bench_core
+from avparse.tools import bench
+from avparse.tools.harness import bench_core
 
 
 def test_bench_core_quick_prints_figures(llp_dir, capsys):

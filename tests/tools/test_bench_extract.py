@@ -4,7 +4,7 @@ from __future__ import annotations
 
 
 def test_bench_extract_quick_smoke(capsys, tmp_path, monkeypatch):
-    from avparse.tools.bench_extract import main
+    from avparse.tools.harness.bench_extract import main
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # no published files: lite is random anyway
     rc = main(["--quick", "--profiles", "lite"])

@@ -11,8 +11,10 @@ import types
 import pytest
 
 from avparse.core.scene import TrueEvent
-from avparse.tools import bench, bench_live
-from avparse.tools.bench_live_e2e import match, slope, spread, truth_marks
+from avparse.tools import bench
+from avparse.tools.harness import bench_live
+from avparse.tools.harness.live_summary import match, truth_marks
+from avparse.tools.harness.timing import slope, spread
 
 
 def test_quick_smoke_writes_every_section(tmp_path, capsys):
@@ -119,7 +121,7 @@ def test_bench_without_suite_runs_every_suite(monkeypatch, capsys):
 def test_gpu_streams_estimate_and_missing_gpu(tmp_path, capsys):
     import torch
 
-    from avparse.tools import bench_gpu
+    from avparse.tools.harness import bench_gpu
 
     cfg = bench_gpu.GPUBenchConfig(hops=(1.0, 0.25))
     ext = [{"profile": "paper", "backend": "eager", "batch": b, "ms_per_batch_p50": ms}
@@ -138,7 +140,7 @@ def test_gpu_streams_estimate_and_missing_gpu(tmp_path, capsys):
 def test_gpu_bench_training_section_at_dry_run_sizes():
     """The GPU script's training section, run through its CPU fallback: both contenders and the
     real trainer in both precisions produce figures (the H100 figures come from the same code)."""
-    from avparse.tools import bench_gpu
+    from avparse.tools.harness import bench_gpu
 
     cfg = bench_gpu._dry(bench_gpu.GPUBenchConfig(train_videos=32, train_steps=1))
     out = bench_gpu.training(cfg, bench_gpu.Budget(300))

@@ -22,10 +22,12 @@ import torch
 
 from avparse.core.events import Event
 from avparse.core.media import iter_frames, probe, read_audio
-from avparse.stream.overlay import COLORS, Overlay, OverlayConfig, OverlayState, with_audiovisual
-from avparse.stream.recorder import Recorder, RecorderConfig
+from avparse.tools.demo_app.drawing import COLORS, Overlay
+from avparse.tools.demo_app.state import OverlayConfig, OverlayState, with_audiovisual
+from avparse.tools.demo_app.recorder import Recorder, RecorderConfig
 from avparse.stream.types import AudioChunk, VideoFrame
-from avparse.tools import demo
+from avparse.tools import common, demo
+from avparse.tools.demo_app.scenes import ChainedScene
 
 REPO = Path(__file__).resolve().parents[2]
 ALWAYS_ON = "siren"     # the test model is sure of this class in both modalities all the time
@@ -110,7 +112,7 @@ def check_timeline(img, classes, *, w=1280, h=720, always_on=ALWAYS_ON):
 
 # ---------------------------------------------------------------------------- pieces
 def test_chained_scene_is_its_segments_end_to_end():
-    sc = demo.ChainedScene(3, segment=2, segments=5)
+    sc = ChainedScene(3, segment=2, segments=5)
     seg0, seg1 = sc.segment(0), sc.segment(1)
     sr, fps = sc.sample_rate, sc.fps
     across = sc.render_audio(2 * sr - 100, 300)  # crosses the first boundary
@@ -174,9 +176,7 @@ def test_recorder_places_audio_by_media_time(tmp_path):
 
 
 def test_missing_bundled_model_is_one_line(capsys, monkeypatch, tmp_path):
-    from avparse.tools import run as run_tool
-
-    monkeypatch.setattr(run_tool, "DEMO_MODEL", "no-such-model.pt")
+    monkeypatch.setattr(common, "DEMO_MODEL", "no-such-model.pt")
     rc = demo.main(["--headless", "--out", str(tmp_path / "x.mp4"), "--no-publish"])
     line = one_line_error(capsys, rc)
     assert "bundled demo model" in line and "avparse bundle" in line and "--model" in line
@@ -267,7 +267,7 @@ def test_headless_recording_matches_the_published_events(checkpoint, tmp_path, c
     assert "audio" in streams and abs(float(streams["audio"]["duration"]) - 4.0) < 0.1
 
     # the sound is the scene's, in place
-    scene = demo.ChainedScene(0)
+    scene = ChainedScene(0)
     want = scene.render_audio(0, 4 * 16000)
     got = read_audio(out, 16000)[:len(want)]
     c = float(np.corrcoef(want[1600:-1600], got[1600:len(want) - 1600])[0, 1])

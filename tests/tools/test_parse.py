@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -15,7 +14,8 @@ from avparse.core.labels import LLP_CLASSES
 from avparse.stream.offline import parse_source
 from avparse.stream.pipeline import EventLog, RealClock, Runtime, VirtualClock, pipeline_config
 from avparse.stream.sources import FileSource, SimClock
-from avparse.tools import parse
+from avparse.tools import common, parse
+from avparse.tools.harness.standins import StatsExtractor, stand_in
 
 
 def one_line_error(capsys, rc):
@@ -74,7 +74,7 @@ def test_bad_options_are_one_line(capsys, tiny_checkpoint, llp_clip):
 
 
 def test_no_model_and_no_demo(capsys, llp_clip, monkeypatch):
-    monkeypatch.setattr(parse, "DEMO_MODEL", "no-such-demo-model.pt")
+    monkeypatch.setattr(common, "DEMO_MODEL", "no-such-demo-model.pt")
     rc = parse.main([str(llp_clip)])
     assert "--model" in one_line_error(capsys, rc)
 
@@ -109,25 +109,10 @@ def test_parse_llp_clip_with_real_checkpoint_equals_runtime(capsys, tiny_checkpo
 
 # ---------------------------------------------------------------------------------------------
 # live equals offline on the real clip, with a cheap stand-in extractor (the point is the pipeline)
-class StatsExtractor:
-    def __call__(self, audio, frames):
-        a = torch.from_numpy(np.asarray(audio, np.float32))
-        fr = torch.from_numpy(np.asarray(frames)).float() / 255.0
-        feat_a = torch.stack([a.pow(2).mean(1).sqrt() * 10, (a[:, 1:] * a[:, :-1] < 0).float().mean(1)], -1)
-        return SimpleNamespace(audio=feat_a, v2d=fr.mean(dim=(2, 3)), v3d=fr.std(dim=(1, 2, 3, 4))[:, None])
-
-
-def stand_in():
-    torch.manual_seed(3)
-    han = build_han(HANConfig(audio_dim=2, v2d_dim=3, v3d_dim=1, frames_per_snippet=8, d_model=8,
-                              dim_feedforward=8, dropout=0.0)).eval()
-    profile = SimpleNamespace(sample_rate=16000, snippet_seconds=1.0, frames_per_snippet=8, frame_size=224)
-    return han, StatsExtractor(), profile
-
-
 @pytest.mark.parametrize("hop,lookahead", [(1.0, 0), (0.5, 1)])
 def test_live_equals_offline_on_llp_clip(llp_clip, hop, lookahead):
-    han, ext, profile = stand_in()
+    m = stand_in(LLP_CLASSES)
+    han, ext, profile = m.model, StatsExtractor(), m.profile
     cfg = pipeline_config(profile=profile, hop=hop, window=10, lookahead=lookahead, max_batch=4)
     offline = parse_source(cfg, han, ext, FileSource(llp_clip, sample_rate=16000), classes=LLP_CLASSES)
     assert offline, "the stand-in model should find some events on the clip"
@@ -153,7 +138,8 @@ def test_live_equals_offline_on_llp_clip(llp_clip, hop, lookahead):
 
 
 def test_live_real_pacing_equals_offline_on_llp_clip(llp_clip):
-    han, ext, profile = stand_in()
+    m = stand_in(LLP_CLASSES)
+    han, ext, profile = m.model, StatsExtractor(), m.profile
     cfg = pipeline_config(profile=profile, window=10, lookahead=1, max_batch=4, max_wait=0.02)
     offline = parse_source(cfg, han, ext, FileSource(llp_clip, sample_rate=16000), classes=LLP_CLASSES)
     clock = RealClock()

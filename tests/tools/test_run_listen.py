@@ -24,6 +24,7 @@ from avparse.tools import keys as keys_tool  # noqa: E402
 from avparse.tools import listen as listen_tool  # noqa: E402
 from avparse.tools import proxy as proxy_tool  # noqa: E402
 from avparse.tools import run as run_tool  # noqa: E402
+from avparse.tools import common
 
 ANY = "tcp://127.0.0.1:*"
 DEMO = Path(__file__).resolve().parents[2] / "core" / "assets" / "demo.pt"
@@ -277,7 +278,7 @@ def test_run_config_with_several_streams_parses(tmp_path):
     assert [(s.name, s.scene, s.file, s.camera, s.mic) for s in spec.streams] == [
         ("a", 1, None, None, None), ("b", None, "x.mp4", None, None), ("c", None, None, "0", "default")]
     assert spec.options == {"hop": 0.5, "fast": True}
-    assert run_tool.publisher_config(spec.publish).snapshot is None
+    assert common.publisher_config(spec.publish).snapshot is None
 
 
 def _plain_sub(endpoint):
@@ -395,7 +396,7 @@ def test_fuzzed_run_configs_give_user_errors_only(tmp_path):
     """Mutated TOML files: load_toml either parses them or raises UserError (one line), nothing else."""
     import random
 
-    from avparse.tools.errors import UserError
+    from avparse.tools.common import UserError
 
     good = ('hop = 0.5\nfast = true\n[publish]\npub = "tcp://127.0.0.1:7000"\nsnapshot = false\nlog = "e.jsonl"\n'
             '[[stream]]\nname = "a"\nscene = 1\nscene_duration = 5\n[[stream]]\nname = "c"\ncamera = 0\nmic = "default"\n')

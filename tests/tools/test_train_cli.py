@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from avparse.core.profiles import LITE
-from avparse.tools import bench_train, evaluate, pack
+from avparse.tools import evaluate, pack
+from avparse.tools.harness import bench_train
 from avparse.tools import train as train_cli
 from avparse.train.featgen import PlantedSpec, write_planted_layout
 

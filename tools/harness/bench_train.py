@@ -321,10 +321,12 @@ def main(argv=None) -> int:
     from avparse.core.han import HANConfig
     from avparse.core.labels import LLP_CLASSES
     from avparse.core.profiles import LITE, PAPER
-    from avparse.tools.errors import fail
+    from avparse.tools.common import fail
     from avparse.train.dataset import FeatureError, PackedSplit
     from avparse.train.evaluate import score_split
-    from avparse.train.trainer import TrainConfig, _cores
+    from avparse.train.trainer import TrainConfig
+
+    from .machine import cores as _cores
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         return fail("--device cuda: no CUDA GPU is available (use --device cpu)")

@@ -21,6 +21,8 @@ import sys
 import time
 import warnings
 
+from .timing import sync_of
+
 TARGET_MS = {("paper", "cpu"): 1000.0, ("paper-pca", "cpu"): 1000.0, ("lite", "cpu"): 150.0}
 
 
@@ -42,13 +44,6 @@ def _parser():
     return ap
 
 
-def _sync(device):
-    import torch
-
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _snippets(n, profile, seed=0):
     import numpy as np
 
@@ -68,16 +63,17 @@ def _time_parts(ext, n, reps):
     a = torch.from_numpy(audio).to(ext.device)
     f = torch.from_numpy(frames).to(ext.device)
     parts = {"audio": lambda: ext.encode_audio(a), "2d": lambda: ext.encode_v2d(f), "3d": lambda: ext.encode_v3d(f)}
+    sync = sync_of(ext.device) or (lambda: None)
     out, cpu = {}, {}
     with torch.inference_mode():
         for name, fn in parts.items():
             fn()
-            _sync(ext.device)
+            sync()
             ts, cs = [], []
             for _ in range(reps):
                 t0, c0 = time.perf_counter(), time.process_time()
                 fn()
-                _sync(ext.device)
+                sync()
                 ts.append((time.perf_counter() - t0) * 1000.0)
                 cs.append((time.process_time() - c0) * 1000.0)
             out[name] = statistics.median(ts)
@@ -85,7 +81,8 @@ def _time_parts(ext, n, reps):
     return out, cpu
 
 
-def _build(profile, backend, device, weights, precision="auto"):
+def build(profile, backend, device, weights, precision="auto"):
+    """(extractor, weights note, fallback warnings): published weights when on disk, else random."""
     from avparse.core.extractors import build_extractor
     from avparse.core.extractors.extractor import ExtractorOptions
     from avparse.core.weights import WeightsNotFoundError
@@ -113,7 +110,9 @@ def main(argv=None) -> int:
     import torch
 
     from avparse.core.extractors.backends import tensorrt_unavailable_reason
-    from avparse.tools.errors import fail
+    from avparse.tools.common import fail
+
+    from .machine import load_text
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -126,9 +125,7 @@ def main(argv=None) -> int:
         if why is not None:
             print(f"tensorrt: skipped ({why})")
             backends.remove("tensorrt")
-    import os
-
-    print(f"load average {os.getloadavg()[0]:.1f} (1 min) on {os.cpu_count()} cores")
+    print(load_text())
     print(f"device {device} ({torch.cuda.get_device_name(device) if device.type == 'cuda' else f'{torch.get_num_threads()} CPU threads'}), "
           f"torch {torch.__version__}, {time.strftime('%Y-%m-%d')}")
     print(f"{'profile':<10} {'backend':<12} {'batch':>5} {'audio':>8} {'2D':>8} {'3D':>8} {'total':>8}  {'(cpu)':>12}  ms per snippet (wall; process CPU time), target")
@@ -140,7 +137,7 @@ def main(argv=None) -> int:
     for prof in profiles:
         for backend, precision in combos:
             try:
-                ext, note, fallback = _build(prof, backend, device, args.weights, precision)
+                ext, note, fallback = build(prof, backend, device, args.weights, precision)
             except Exception as e:  # a backend that cannot be set up here
                 return fail(f"{prof}/{backend}/{precision}: {str(e).splitlines()[0]}")
             label = ext.backend + ("" if precision == "auto" else f"/{precision}")
@@ -170,7 +167,7 @@ def _sweep(args, device, profiles):
     sizes = [int(x) for x in args.sweep.split(",") if x]
     backend = [b for b in args.backends.split(",") if b][-1]
     for prof in profiles:
-        ext, note, fallback = _build(prof, backend, device, args.weights)
+        ext, note, fallback = build(prof, backend, device, args.weights)
         print(f"\nsweep {prof} / {ext.backend} ({note}): batch, ms per batch (median), snippets/s = real-time streams")
         for n in sizes:
             ms, _ = _time_parts(ext, n, max(3, args.reps))

@@ -15,15 +15,15 @@ size unless ``--quick``), eval mode, eager, random features of windows of
 from __future__ import annotations
 
 import argparse
-import os
-import statistics
-import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from avparse.tools.errors import fail
+from avparse.tools.common import UserError, fail, int_list
 
-_REPO_SHARED_LLP = Path(__file__).resolve().parents[1].parent / "shared" / "llp"
+from .machine import load_text
+from .timing import median_ms, sync_of
+
+_REPO_SHARED_LLP = Path(__file__).resolve().parents[2].parent / "shared" / "llp"
 
 
 @dataclass(frozen=True)
@@ -43,26 +43,6 @@ class BenchCoreConfig:
     device: str = "cpu"                  # torch device of the HAN
     threads: int | None = None           # torch CPU threads (None: torch's default)
     skip_han: bool = False               # metrics only
-
-
-def _median_ms(fn, repeats: int, warmup: int = 0) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return 1000 * statistics.median(times)
-
-
-def _load() -> str:
-    """The machine's load, printed with the figures: shared machines give noisy timings."""
-    try:
-        one, five, _ = os.getloadavg()
-    except OSError:
-        return "load average unknown"
-    return f"load average {one:.1f}/{five:.1f} (1/5 min) on {os.cpu_count()} CPUs"
 
 
 def _find_llp(cfg: BenchCoreConfig) -> Path:
@@ -98,7 +78,7 @@ def bench_metrics(cfg: BenchCoreConfig) -> None:
         how = f"random snippets, density {cfg.flip}"
     n, c, t = gt_a.shape
     print(f"metrics  LLP test annotations from {d}: {n} videos x {c} classes x {t} snippets; "
-          f"predictions: {how} (seed {cfg.seed}); {_load()}")
+          f"predictions: {how} (seed {cfg.seed}); {load_text()}")
 
     def loop():
         return M.summarize([M.video_scores(pa[i], pv[i], gt_a[i], gt_v[i]) for i in range(n)])
@@ -106,8 +86,8 @@ def bench_metrics(cfg: BenchCoreConfig) -> None:
     def vec():
         return M.dataset_scores(pa, pv, gt_a, gt_v)
 
-    ms_loop = _median_ms(loop, cfg.loop_repeats)
-    ms_vec = _median_ms(vec, cfg.metric_repeats, warmup=1)
+    ms_loop = median_ms(loop, cfg.loop_repeats)
+    ms_vec = median_ms(vec, cfg.metric_repeats, warmup=1)
     a, b = loop(), vec()
     diff = max(abs(a[k] - b[k]) for k in a)
     print(f"metrics  per-video loop  median {ms_loop:9.2f} ms  ({cfg.loop_repeats} runs)")
@@ -134,7 +114,7 @@ def bench_han(cfg: BenchCoreConfig) -> None:
     model = build_han(hc, device=cfg.device).eval()
     dev = torch.device(cfg.device)
     print(f"HAN      {size}, eager, {cfg.device}, torch {torch.__version__}, "
-          f"{torch.get_num_threads()} CPU threads, T={cfg.snippets} snippets per window; {_load()}")
+          f"{torch.get_num_threads()} CPU threads, T={cfg.snippets} snippets per window; {load_text()}")
     g = torch.Generator().manual_seed(cfg.seed)
     t, f = cfg.snippets, hc.frames_per_snippet
     for b in cfg.batches:
@@ -144,41 +124,40 @@ def bench_han(cfg: BenchCoreConfig) -> None:
 
         def fwd():
             with torch.inference_mode():
-                out = model(*x)
-            if dev.type == "cuda":
-                torch.cuda.synchronize()
-            return out
+                return model(*x)
 
-        ms = _median_ms(fwd, cfg.han_repeats, warmup=cfg.han_warmup)
+        ms = median_ms(fwd, cfg.han_repeats, warmup=cfg.han_warmup, sync=sync_of(dev))
         print(f"HAN      batch {b:4d}  median {ms:9.2f} ms  ({ms / b:7.3f} ms/window, {cfg.han_repeats} runs)")
 
 
-def main(argv=None) -> int:
+def build_parser() -> argparse.ArgumentParser:
+    d = BenchCoreConfig()
     p = argparse.ArgumentParser(prog="avparse bench core", description=__doc__.split("\n\n")[0])
     p.add_argument("--llp-dir", type=Path, help="folder with the LLP annotation files (default ../shared/llp)")
-    p.add_argument("--predictions", choices=("perturbed", "random"), default="perturbed")
-    p.add_argument("--flip", type=float, default=BenchCoreConfig.flip,
+    p.add_argument("--predictions", choices=("perturbed", "random"), default=d.predictions)
+    p.add_argument("--flip", type=float, default=d.flip,
                    help="flip probability (perturbed) or density (random) of predicted snippets")
-    p.add_argument("--seed", type=int, default=BenchCoreConfig.seed)
-    p.add_argument("--repeats", type=int, default=BenchCoreConfig.metric_repeats,
-                   help="timed runs of the vectorised metrics")
-    p.add_argument("--loop-repeats", type=int, default=BenchCoreConfig.loop_repeats)
-    p.add_argument("--han-repeats", type=int, default=BenchCoreConfig.han_repeats,
-                   help="timed HAN forwards per batch size")
-    p.add_argument("--batches", type=str, default="1,16,64", help="HAN batch sizes, comma-separated")
-    p.add_argument("--snippets", type=int, default=BenchCoreConfig.snippets)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--repeats", type=int, default=d.metric_repeats, help="timed runs of the vectorised metrics")
+    p.add_argument("--loop-repeats", type=int, default=d.loop_repeats)
+    p.add_argument("--han-repeats", type=int, default=d.han_repeats, help="timed HAN forwards per batch size")
+    p.add_argument("--batches", type=str, default=",".join(map(str, d.batches)),
+                   help="HAN batch sizes, comma-separated")
+    p.add_argument("--snippets", type=int, default=d.snippets)
+    p.add_argument("--device", default=d.device)
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--no-han", action="store_true", help="metrics only")
     p.add_argument("--quick", action="store_true",
                    help="smoke mode: 100 videos, one run each, debug-size HAN at batch 1 and 4")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv=None) -> int:
+    a = build_parser().parse_args(argv)
     try:
-        batches = tuple(int(x) for x in a.batches.split(",") if x.strip())
-        if not batches or min(batches) < 1:
-            raise ValueError
-    except ValueError:
-        return fail(f"--batches must be positive integers separated by commas, got {a.batches!r}")
+        batches = int_list(a.batches, "--batches")
+    except UserError as e:
+        return fail(str(e))
     if not 0.0 <= a.flip <= 1.0:
         return fail(f"--flip must be in [0, 1], got {a.flip}")
     if min(a.repeats, a.loop_repeats, a.han_repeats, a.snippets) < 1:

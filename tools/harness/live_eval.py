@@ -18,7 +18,7 @@ scored against the dense ground truth with ``core.metrics.dataset_scores``.
 Several clips run at once (``streams`` per Runtime) so extractor batches fill
 across streams, as they would with several cameras.
 
-This is a library module for ``avparse evaluate --live`` and ``avparse bundle``.
+This is the harness behind ``avparse evaluate --live`` and ``avparse bundle``.
 """
 
 from __future__ import annotations

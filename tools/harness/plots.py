@@ -69,7 +69,7 @@ def latency_plot(e2e: dict, path: Path) -> Path:
 
 
 def where_plot(e2e: dict, path: Path) -> Path:
-    from avparse.tools.bench_live_e2e import PARTS
+    from .live_summary import PARTS
 
     plt = _plt()
     names = list(e2e)

@@ -1,6 +1,6 @@
 """Every GPU figure of avparse in one run (scripts/gpu_bench.sh calls this), within a few minutes.
 
-    python -m avparse.tools.bench_gpu [--out gpu-bench.json] [--budget 420] [--dry-run]
+    python -m avparse.tools.harness.bench_gpu [--out gpu-bench.json] [--budget 420] [--dry-run]
 
 1. checks: the device, torch and torch-tensorrt (or why it is absent); fp16
    features against fp32 from the same weights (cosine similarity); HAN on
@@ -23,6 +23,9 @@ timings; the output says which). Without CUDA it runs the CPU fallback: the
 same code at dry-run sizes (``--dry-run`` forces it), so the script is checked
 on any machine; ``--require-cuda`` makes a missing GPU an error instead.
 Sections are skipped, with the reason, once ``--budget`` seconds are spent.
+
+Over 500 lines on purpose: it is the one self-contained script that a GPU session runs in one
+call of a few minutes (scripts/gpu_bench.sh), every section beside the others.
 """
 
 from __future__ import annotations
@@ -36,6 +39,9 @@ import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+from .report import plain, write_json
+from .timing import nearest_rank, sync_of, times
 
 
 @dataclass(frozen=True)
@@ -75,30 +81,6 @@ class Budget:
 
     def left(self) -> float:
         return self.seconds - self.used
-
-
-def _sync(device):
-    import torch
-
-    if str(device).startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def _timed(fn, reps: int, device) -> list[float]:
-    fn()
-    _sync(device)
-    ts = []
-    for _ in range(reps):
-        t = time.perf_counter()
-        fn()
-        _sync(device)
-        ts.append(time.perf_counter() - t)
-    return ts
-
-
-def _p(ts, q):
-    s = sorted(ts)
-    return s[min(len(s) - 1, int(round(q * (len(s) - 1))))]
 
 
 def _cos(a, b) -> float:
@@ -260,7 +242,7 @@ def training(cfg: GPUBenchConfig, budget: Budget) -> dict:
     from avparse.core.han import HANConfig
     from avparse.core.labels import LLP_CLASSES
     from avparse.core.profiles import LITE, PAPER
-    from avparse.tools import bench_train as BT
+    from . import bench_train as BT
     from avparse.train.dataset import PackedSplit
     from avparse.train.trainer import TrainConfig, train
 
@@ -362,14 +344,14 @@ def extractors(cfg: GPUBenchConfig, budget: Budget) -> list[dict]:
 
             t0 = time.perf_counter()
             try:
-                ts = _timed(call, cfg.reps, cfg.device)
+                ts = times(call, cfg.reps, 1, sync_of(cfg.device))
             except torch.cuda.OutOfMemoryError as e:
                 rows.append({"profile": prof, "backend": ext.backend, "batch": n, "error": f"out of memory: {e}"[:200]})
                 torch.cuda.empty_cache()
                 break
             med = statistics.median(ts)
             row = {"profile": prof, "backend": ext.backend, "requested": backend, "batch": n, "weights": note,
-                   "ms_per_batch_p50": 1000 * med, "ms_per_batch_p90": 1000 * _p(ts, 0.9),
+                   "ms_per_batch_p50": 1000 * med, "ms_per_batch_p90": 1000 * nearest_rank(ts, 0.9),
                    "ms_per_snippet": 1000 * med / n, "snippets_per_s": n / med,
                    "first_call_s": round(time.perf_counter() - t0 - sum(ts), 2)}
             if n == cfg.batches[0]:
@@ -377,7 +359,7 @@ def extractors(cfg: GPUBenchConfig, budget: Budget) -> list[dict]:
                 if ref is not None:
                     row["vs_eager_cosine"] = {k: _cos(getattr(ref[0], k), getattr(ref[1], k)) for k in ("audio", "v2d", "v3d")}
             rows.append(row)
-            print(f"  {prof:<6} {ext.backend:<9} batch {n:>4}  {1000 * med:9.1f} ms/batch (p90 {1000 * _p(ts, 0.9):8.1f})"
+            print(f"  {prof:<6} {ext.backend:<9} batch {n:>4}  {1000 * med:9.1f} ms/batch (p90 {1000 * nearest_rank(ts, 0.9):8.1f})"
                   f"  {n / med:9.1f} snippets/s", flush=True)
         del ext
         if str(cfg.device).startswith("cuda"):
@@ -407,10 +389,10 @@ def han(cfg: GPUBenchConfig, profile: str, budget: Budget) -> list[dict]:
             with torch.inference_mode():
                 model(*x)
 
-        ts = _timed(call, max(cfg.reps, 5), cfg.device)
+        ts = times(call, max(cfg.reps, 5), 1, sync_of(cfg.device))
         med = statistics.median(ts)
         rows.append({"profile": profile, "batch": b, "T": 10, "ms_per_batch_p50": 1000 * med,
-                     "ms_per_batch_p90": 1000 * _p(ts, 0.9), "windows_per_s": b / med})
+                     "ms_per_batch_p90": 1000 * nearest_rank(ts, 0.9), "windows_per_s": b / med})
         print(f"  HAN ({profile} size) batch {b:>4}  {1000 * med:8.2f} ms/batch  {b / med:9.1f} windows/s", flush=True)
     return rows
 
@@ -450,16 +432,17 @@ def live(cfg: GPUBenchConfig, profile: str, budget: Budget) -> dict:
         import zmq  # noqa: F401
     except ImportError as e:
         return {"skipped": f"pyzmq absent ({e})"}
-    from avparse.tools import bench_live as BL
+    from . import bench_live as BL
+    from . import live_stages as LS
 
     out = Path(cfg.out).with_suffix("")
     bcfg = BL.BenchLiveConfig(out=Path(str(out) + "-live"), device=cfg.device, seconds=cfg.live_seconds,
                               streams=cfg.live_streams, max_batch=max(16, cfg.live_streams), plots=False)
     if profile == "lite":  # the bundled demo model when installed, else random weights
-        loaded, what = BL.load_or_build_model(bcfg, profile="lite")
+        loaded, what = LS.load_or_build_model(bcfg, profile="lite")
     else:
-        loaded, what = BL._random_model(bcfg, profile), f"RANDOM weights ({profile} profile): timings only"
-    exts = BL.Extractors(loaded, cfg.device)
+        loaded, what = LS.random_model(bcfg, profile), f"RANDOM weights ({profile} profile): timings only"
+    exts = LS.Extractors(loaded, cfg.device)
     s = BL.e2e_run(loaded, exts, BL.BASELINE, bcfg, streams=cfg.live_streams, seconds=cfg.live_seconds, speed=1.0)
     keep = ("option", "describe", "streams", "seconds", "wall_seconds", "stream", "compute", "rtf", "event_latency",
             "latency", "truth", "latency_parts", "lag", "realtime", "realtime_why", "snippets")
@@ -475,7 +458,7 @@ def run(cfg: GPUBenchConfig) -> dict:
     budget = Budget(cfg.budget)
     if str(cfg.device).startswith("cuda"):
         torch.backends.cudnn.benchmark = True  # fixed shapes per batch size: let cuDNN pick its kernels
-    res: dict = {"config": json.loads(json.dumps(asdict(cfg), default=str))}
+    res: dict = {"config": plain(asdict(cfg))}
     res["environment"] = env = environment(cfg)
     print("environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), flush=True)
     sections = [
@@ -526,15 +509,14 @@ def run(cfg: GPUBenchConfig) -> dict:
         print(f"target: paper profile >= 500 real-time streams at hop 1 s: {best['streams']} ({best['backend']}) "
               f"{res['target']['verdict']}", flush=True)
     res["seconds"] = round(budget.used, 1)
-    Path(cfg.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(cfg.out).write_text(json.dumps(res, indent=1, default=str))
+    write_json(cfg.out, res)
     print(f"wrote {cfg.out} ({res['seconds']:.0f} s)", flush=True)
     return res
 
 
 def main(argv=None) -> int:
     d = GPUBenchConfig()
-    ap = argparse.ArgumentParser(prog="python -m avparse.tools.bench_gpu", description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(prog="python -m avparse.tools.harness.bench_gpu", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=d.out, help="JSON results (default gpu-bench.json)")
     ap.add_argument("--device", default=d.device)
     ap.add_argument("--profiles", default=",".join(d.profiles))
@@ -551,14 +533,12 @@ def main(argv=None) -> int:
     ap.add_argument("--dry-run", action="store_true", help="CPU, lite, batch 1-2: checks the script anywhere")
     ap.add_argument("--require-cuda", action="store_true", help="fail (exit 3) without a CUDA device")
     a = ap.parse_args(argv)
-    from avparse.tools.errors import fail
+    from avparse.tools.common import UserError, fail, int_list
 
     try:
-        batches = tuple(int(x) for x in a.batches.split(",") if x.strip())
-        if not batches or min(batches) < 1:
-            raise ValueError
-    except ValueError:
-        return fail(f"--batches must be positive integers separated by commas, got {a.batches!r}")
+        batches = int_list(a.batches, "--batches")
+    except UserError as e:
+        return fail(str(e))
     cfg = GPUBenchConfig(out=a.out, device=a.device, profiles=tuple(x for x in a.profiles.split(",") if x),
                          backends=tuple(x for x in a.backends.split(",") if x), batches=batches, reps=max(1, a.reps),
                          precision=a.precision, budget=a.budget, live_streams=a.live_streams,

@@ -1,0 +1,255 @@
+"""What the subcommands share: one-line user errors, the checkpoint and device checks, the media
+check, the extractor of a checkpoint, stop signals, the data flags of pack/train/evaluate, and
+the sources and publisher of the live commands (run, demo).
+
+Everything here turns a user's mistake into a :class:`UserError` (one line, a nonzero exit),
+never a traceback. Heavy imports (torch, zmq, the stream package) happen inside the helpers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+DEMO_MODEL = "demo.pt"  # the bundled demo checkpoint in avparse.core's assets (used when --model is absent)
+CKPT_HINT = "pass --model with a checkpoint written by avparse train"
+
+
+class UserError(Exception):
+    """An error the user can fix: printed as one line, exit status ``code``."""
+
+    def __init__(self, message: str, code: int = 2):
+        super().__init__(message)
+        self.code = code
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"avparse: error: {message}", file=sys.stderr)
+    return code
+
+
+def run_main(build_parser, body, argv=None) -> int:
+    """A subcommand's ``main``: parse ``argv`` with ``build_parser()``, run ``body(args)``, and turn
+    a UserError into its one line and exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        return body(args)
+    except UserError as e:
+        return fail(str(e), e.code)
+
+
+def int_list(text: str, flag: str) -> tuple[int, ...]:
+    """``"1,2,4"`` -> (1, 2, 4): positive integers separated by commas, else a UserError naming ``flag``."""
+    try:
+        v = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        v = ()
+    if not v or min(v) < 1:
+        raise UserError(f"{flag} must be positive integers separated by commas, got {text!r}")
+    return v
+
+
+# ------------------------------------------------------------------ model, device, media
+
+
+def model_path(arg: str | None) -> Path:
+    """The checkpoint a subcommand runs: ``--model`` if given, else the bundled demo model
+    (``DEMO_MODEL`` in avparse.core's assets). Missing files are a UserError (one line)."""
+    from importlib.resources import files
+
+    if arg:
+        path = Path(arg)
+        if not path.is_file():
+            raise UserError(f"{arg}: no such checkpoint file; {CKPT_HINT}")
+        return path
+    demo = Path(str(files("avparse.core") / "assets" / DEMO_MODEL))
+    if not demo.is_file():
+        raise UserError(f"the bundled demo model is missing ({demo}); rebuild it with `avparse bundle` "
+                        f"or pass --model CKPT")
+    return demo
+
+
+def load_checkpoint(path, *, device: str = "cpu"):
+    """``load_model(path)``; a bad checkpoint is a UserError."""
+    from avparse.core.checkpoint import CheckpointError, load_model
+
+    try:
+        return load_model(path, device=device)
+    except CheckpointError as e:
+        raise UserError(f"{e}; {CKPT_HINT}") from None
+
+
+def check_device(device: str) -> None:
+    """A torch device that exists here, else a UserError (not torch's traceback)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise UserError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA GPU is usable here; use --device cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def check_media(path: str, what: str = "") -> None:
+    """A URL (FFmpeg reads it) or a file that exists, else a UserError naming it."""
+    from avparse.core.media import is_url
+
+    if not (is_url(path) or Path(path).is_file()):
+        raise UserError(f"{what}{path}: no such media file")
+
+
+def checkpoint_extractor(loaded, *, backend: str = "eager", device: str = "cpu", weights=None):
+    """The extractors of a loaded checkpoint: its bundled weights, else ``weights`` (a folder of the
+    published files); any failure is a UserError naming the profile."""
+    from avparse.core.extractors import build_extractor
+    from avparse.core.extractors.backends import BackendError
+    from avparse.core.weights import WeightsError
+
+    w = loaded.extractor_state if loaded.extractor_state is not None else weights
+    try:
+        return build_extractor(loaded.profile, weights=w, backend=backend, device=device)
+    except (WeightsError, BackendError, FileNotFoundError, ValueError) as e:
+        raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None
+
+
+@contextlib.contextmanager
+def stop_signals(handler):
+    """SIGINT and SIGTERM call ``handler(signum, frame)`` inside the block; the old handlers after."""
+    old = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, h in old.items():
+            signal.signal(sig, h)
+
+
+# ------------------------------------------------------------------ data flags (pack, train, evaluate)
+
+
+def add_data_args(p: argparse.ArgumentParser, *, data_required: bool = True) -> None:
+    p.add_argument("--data", required=data_required, metavar="DIR",
+                   help="packed store (avparse pack) or LLP feature layout (vggish/ res152/ r2plus1d_18/)")
+    p.add_argument("--labels", metavar="DIR", help="folder of the LLP CSV files when not beside the features")
+    p.add_argument("--profile", metavar="NAME",
+                   help="feature profile of LLP-layout data (default: paper; a packed store knows its own)")
+    p.add_argument("--classes", metavar="NAME|FILE",
+                   help="class vocabulary of LLP-layout CSVs: llp (default), synth, or a file with one class a line")
+
+
+def resolve_classes(spec: str | None):
+    if spec is None:
+        return None
+    if spec == "llp":
+        from avparse.core.labels import LLP_CLASSES
+
+        return LLP_CLASSES
+    if spec == "synth":
+        from avparse.train.synth import SYNTH_CLASSES
+
+        return tuple(SYNTH_CLASSES)
+    path = Path(spec)
+    if not path.is_file():
+        raise UserError(f"--classes {spec}: not llp, synth or a file of class names")
+    names = tuple(x.strip() for x in path.read_text().splitlines() if x.strip())
+    if not names or len(set(names)) != len(names):
+        raise UserError(f"--classes {spec}: the file must list distinct class names, one a line")
+    return names
+
+
+def data_config(args, data_dir: str | None = None):
+    from avparse.core.profiles import get_profile
+    from avparse.train.dataset import DataConfig
+
+    profile = None
+    if args.profile:
+        try:
+            profile = get_profile(args.profile)
+        except ValueError as e:
+            raise UserError(str(e)) from None
+    return DataConfig(data_dir=data_dir or args.data, labels_dir=args.labels, profile=profile,
+                      classes=resolve_classes(args.classes))
+
+
+def user_errors():
+    """Exception types that end in one line instead of a traceback."""
+    from avparse.core.checkpoint import CheckpointError
+    from avparse.train.dataset import FeatureError
+    from avparse.train.llp import LLPFormatError
+
+    return (UserError, FeatureError, LLPFormatError, CheckpointError, FloatingPointError, OSError)
+
+
+# ------------------------------------------------------------------ live sources and publishing (run, demo)
+
+
+@dataclass
+class StreamSpec:
+    name: str
+    scene: int | None = None        # seed of a generated scene
+    scene_duration: int = 30        # seconds of generated scene
+    file: str | None = None         # media file or URL
+    camera: str | None = None       # OpenCV capture spec
+    mic: str | None = None          # PortAudio device (name or index); "default" for the default
+    speed: float = 1.0              # pacing of files and scenes (1: real time)
+
+
+def build_sources(streams: list[StreamSpec], profile, *, fast: bool, clock=None) -> list:
+    """The sources of ``streams`` at the profile's sample rate; a missing file is a UserError."""
+    from avparse.stream.sources import CameraSource, FileSource, MicrophoneSource, SceneSource
+
+    sources = []
+    for s in streams:
+        if s.scene is not None:
+            from avparse.train.synth import SynthConfig, SynthError, make_scene
+
+            try:
+                scene = make_scene(s.scene, SynthConfig(duration=s.scene_duration), name=s.name)
+            except (SynthError, ValueError) as e:
+                raise UserError(f"stream {s.name}: {e}") from None
+            sources.append(SceneSource(scene, sample_rate=profile.sample_rate, paced=not fast, name=s.name,
+                                       speed=s.speed, clock=clock))
+        elif s.file is not None:
+            check_media(s.file, f"stream {s.name}: ")
+            sources.append(FileSource(s.file, sample_rate=profile.sample_rate, paced=not fast, name=s.name,
+                                      speed=s.speed, clock=clock))
+        else:
+            if s.camera is not None:
+                sources.append(CameraSource(s.camera, name=s.name))
+            if s.mic is not None:
+                dev = None if s.mic == "default" else (int(s.mic) if s.mic.isdigit() else s.mic)
+                sources.append(MicrophoneSource(dev, sample_rate=profile.sample_rate, name=s.name))
+    return sources
+
+
+def publisher_config(publish: dict):
+    """A PublisherConfig from the [publish] keys of a run description (absent keys: its defaults)."""
+    from avparse.stream.publisher import PublisherConfig
+
+    d = PublisherConfig()
+    snap = publish.get("snapshot", d.snapshot)
+    if snap is False or (isinstance(snap, str) and snap.lower() in ("none", "off", "")):
+        snap = None
+    if snap is True:
+        snap = d.snapshot
+    return PublisherConfig(pub=publish.get("pub", d.pub), snapshot=snap, name=publish.get("name", d.name),
+                           log_path=publish.get("log", d.log_path),
+                           curve_secret_key=publish.get("curve_server_key", d.curve_secret_key),
+                           curve_allow_dir=publish.get("curve_allow", d.curve_allow_dir),
+                           heartbeat_interval=float(publish.get("heartbeat", d.heartbeat_interval)))
+
+
+def open_publisher(publish: dict, hint: str = ""):
+    """Open the Publisher (a busy port fails here, before the model loads)."""
+    from avparse.stream.publisher import Publisher, PublisherError
+
+    try:
+        return Publisher(publisher_config(publish)).open()
+    except PublisherError as e:
+        raise UserError(f"{e}{hint}") from None
