@@ -4,15 +4,22 @@ numpy-free and torch-free. An event is an onset or an offset of one class in
 one modality of one stream, stamped with the media time at which it happened
 (a snippet boundary) and the media time at which it was decided (``decided_at``,
 later than ``media_time`` by the lookahead and the evidence needed).
+
+An event has one encoding: the event fields of the versioned wire body
+(docs/eventstream.md), ``to_dict``/``from_dict`` here; ``avparse.stream.wire``
+adds the message header (publisher, session, seq, tseq, wall time) and checks
+everything strictly. Every file and socket that carries events uses it.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+import warnings
+from dataclasses import dataclass, field
 
 from .labels import MODALITIES
 
 KINDS = ("onset", "offset")
+SCHEMA_VERSION = 1  # the version ``v`` of the wire body (docs/eventstream.md)
 
 
 @dataclass(frozen=True)
@@ -39,10 +46,31 @@ class Event:
         return (self.stream, self.label, self.modality)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """The event fields of the wire body: ``v``, ``type``, ``stream``, ``class``, ``modality``,
+        ``media_time``, ``score``, ``decided_at``, and for offsets ``reason`` and ``onset_time``."""
+        d = {"v": SCHEMA_VERSION, "type": self.kind, "stream": self.stream, "class": self.label,
+             "modality": self.modality, "media_time": float(self.media_time), "score": float(self.score),
+             "decided_at": float(self.decided_at)}
+        if self.kind == "offset":
+            d["reason"] = self.reason
+            d["onset_time"] = None if self.onset_time is None else float(self.onset_time)
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "Event":
+        """An Event from its wire body (header fields, if any, are ignored). The form that event files
+        of avparse 0.1 had (``kind``, ``label``, no ``v``) is read too, with a DeprecationWarning."""
+        if "type" in d or "v" in d:
+            if d.get("v") != SCHEMA_VERSION:
+                raise ValueError(f"event schema version {d.get('v')!r} is not supported (this reader knows "
+                                 f"{SCHEMA_VERSION})")
+            ot = d.get("onset_time")
+            return cls(kind=d["type"], stream=d["stream"], label=d["class"], modality=d["modality"],
+                       media_time=float(d["media_time"]), score=float(d["score"]),
+                       decided_at=float(d.get("decided_at", 0.0)), reason=d.get("reason", ""),
+                       onset_time=None if ot is None else float(ot))
+        warnings.warn("an event in the old form (kind/label, no schema version): avparse 0.1 wrote event files "
+                      "so; write them again in the wire body (docs/eventstream.md)", DeprecationWarning, stacklevel=2)
         names = {f for f in cls.__dataclass_fields__}
         return cls(**{k: v for k, v in d.items() if k in names})
 

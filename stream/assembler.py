@@ -2,7 +2,8 @@
 
 One assembler per stream. Audio is the master clock: the snippet grid is
 ``t0 = origin + k * hop`` in audio media time, and a snippet is emitted once
-the audio covering ``[t0, t0 + snippet_seconds)`` is in. Video frames are
+the audio covering ``[t0, t0 + snippet_seconds)`` is in (the stream's
+:class:`~avparse.stream.grid.SnippetGrid`). Video frames are
 placed on the audio clock (their media time mapped through a clock mapper, see
 ``sync``) and the ``frames_per_snippet`` slots of a snippet take the frame
 nearest to each slot centre, whatever the source frame rate.
@@ -32,21 +33,17 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .grid import SnippetGrid
 from .types import AudioChunk, EndOfStream, Snippet, VideoFrame
 
 
 @dataclass(frozen=True)
 class AssemblerConfig:
-    sample_rate: int = 16000          # audio rate of the chunks and snippets (the profile's)
-    snippet_seconds: float = 1.0      # length of one snippet (LLP: 1 s)
-    frames_per_snippet: int = 8       # video slots per snippet (paper: 8)
-    hop: float = 1.0                  # grid step (s); < snippet_seconds gives overlapping snippets
     origin: float = 0.0               # media time of grid index 0
     video: bool = True                # the stream has video (False: audio only, black frames, no waiting)
     late_tolerance: float = 0.5       # wait at most this much audio time past a snippet's end for its frames
     frame_tolerance: float | None = None  # a slot whose nearest frame is farther than this counts as missing
                                           # (None: one slot width)
-    blank_size: tuple[int, int] = (224, 224)  # (H, W) of black frames when no frame was ever seen
     sync: str = "media"               # "media": video and audio times share one clock (files, scenes);
                                       # "capture": map video time to audio time through wall_time (camera + mic)
     sync_window: int = 64             # capture sync: chunks per clock used for the offset estimate
@@ -57,18 +54,8 @@ class AssemblerConfig:
     max_frames: int = 512             # frames buffered at most (a stalled audio clock must not grow memory)
 
     def __post_init__(self):
-        if not 0 < self.hop <= self.snippet_seconds:
-            raise ValueError(f"hop must be in (0, snippet_seconds], got {self.hop}")
         if self.sync not in ("media", "capture"):
             raise ValueError(f"sync must be 'media' or 'capture', got {self.sync!r}")
-
-    @property
-    def samples_per_snippet(self) -> int:
-        return int(round(self.sample_rate * self.snippet_seconds))
-
-    @property
-    def hop_samples(self) -> int:
-        return int(round(self.sample_rate * self.hop))
 
 
 class ClockMapper:
@@ -119,19 +106,22 @@ COUNTERS = (
 
 
 class SnippetAssembler:
-    """A stage: ``push(chunk) -> list[Snippet]``, ``flush()``, ``reset()``."""
+    """A stage: ``push(chunk) -> list[Snippet]``, ``flush()``, ``reset()``. Snippets are cut on ``grid``."""
 
-    def __init__(self, config: AssemblerConfig, *, stream: str = ""):
+    def __init__(self, config: AssemblerConfig = AssemblerConfig(), *, grid: SnippetGrid = SnippetGrid(),
+                 stream: str = ""):
         self.config = config
+        self.grid = grid
         self.stream = stream
         self.reset()
 
     # ------------------------------------------------------------------ state
     def reset(self) -> None:
         c = self.config
+        g = self.grid
         self.counters = {k: 0 for k in COUNTERS}
         self._next = 0                      # grid index of the next snippet to emit
-        self._base = int(round(c.origin * c.sample_rate))  # sample index of _buf[0]
+        self._base = int(round(c.origin * g.sample_rate))  # sample index of _buf[0]
         self._buf = np.zeros(0, np.float32)  # audio from _base on
         self._end = self._base              # sample index one past the last audio received
         self._started = False
@@ -167,10 +157,11 @@ class SnippetAssembler:
     def flush(self) -> list[Snippet]:
         """End of stream: emit every complete snippet, then a zero-padded tail."""
         c = self.config
+        g = self.grid
         self._video_ended = True
         out = self._emit_ready()
-        S, H = c.samples_per_snippet, c.hop_samples
-        origin = int(round(c.origin * c.sample_rate))
+        S, H = g.samples_per_snippet, g.hop_samples
+        origin = int(round(c.origin * g.sample_rate))
         real_end = self._end  # padding must not make further tails
         while True:
             start = origin + self._next * H
@@ -185,9 +176,10 @@ class SnippetAssembler:
 
     def _push_audio(self, ch: AudioChunk) -> list[Snippet]:
         c = self.config
-        if ch.sample_rate != c.sample_rate:
+        g = self.grid
+        if ch.sample_rate != g.sample_rate:
             raise ValueError(
-                f"stream {self.stream!r}: audio at {ch.sample_rate} Hz, the assembler expects {c.sample_rate} Hz"
+                f"stream {self.stream!r}: audio at {ch.sample_rate} Hz, the assembler expects {g.sample_rate} Hz"
             )
         self.counters["audio_chunks"] += 1
         if c.sync == "capture" and ch.wall_time:
@@ -197,9 +189,9 @@ class SnippetAssembler:
         if bad.any():  # NaN/inf would poison every HAN window it falls in (10 s of silence from the model)
             self.counters["nonfinite_audio"] += int(bad.sum())
             x = np.where(bad, np.float32(0.0), x)
-        start = int(round(ch.t * c.sample_rate))
+        start = int(round(ch.t * g.sample_rate))
         out: list[Snippet] = []
-        if self._started and start - self._end > c.max_gap * c.sample_rate:
+        if self._started and start - self._end > c.max_gap * g.sample_rate:
             out = self._jump(start)
         if start > self._end:
             gap = start - self._end
@@ -221,8 +213,9 @@ class SnippetAssembler:
         """A clock jump: finish the snippets begun before it (zero-padded), skip to the grid
         snippet that holds ``start``; its samples before ``start`` are then zero-filled."""
         c = self.config
-        S, H = c.samples_per_snippet, c.hop_samples
-        origin = int(round(c.origin * c.sample_rate))
+        g = self.grid
+        S, H = g.samples_per_snippet, g.hop_samples
+        origin = int(round(c.origin * g.sample_rate))
         out = []
         while origin + self._next * H < self._end:
             self._append_samples(np.zeros(max(0, origin + self._next * H + S - self._end), np.float32))
@@ -264,15 +257,17 @@ class SnippetAssembler:
     # ----------------------------------------------------------------- output
     def _slot_centres(self, k: int) -> np.ndarray:
         c = self.config
-        t0 = c.origin + k * c.hop
-        w = c.snippet_seconds / c.frames_per_snippet
-        return t0 + (np.arange(c.frames_per_snippet) + 0.5) * w
+        g = self.grid
+        t0 = c.origin + k * g.hop
+        w = g.snippet_seconds / g.frames_per_snippet
+        return t0 + (np.arange(g.frames_per_snippet) + 0.5) * w
 
     def _emit_ready(self) -> list[Snippet]:
         c = self.config
+        g = self.grid
         out = []
-        S, H = c.samples_per_snippet, c.hop_samples
-        origin = int(round(c.origin * c.sample_rate))
+        S, H = g.samples_per_snippet, g.hop_samples
+        origin = int(round(c.origin * g.sample_rate))
         while True:
             k = self._next
             end = origin + k * H + S
@@ -282,8 +277,8 @@ class SnippetAssembler:
                 last_centre = self._slot_centres(k)[-1]
                 have_video = bool(self._frames_t) and self._frames_t[-1] >= last_centre
                 if not have_video:
-                    audio_now = self._end / c.sample_rate
-                    if audio_now < end / c.sample_rate + c.late_tolerance:
+                    audio_now = self._end / g.sample_rate
+                    if audio_now < end / g.sample_rate + c.late_tolerance:
                         break  # wait for frames (bounded by media time)
                     self.counters["video_timeouts"] += 1
             out.append(self._make(k))
@@ -292,15 +287,16 @@ class SnippetAssembler:
 
     def _make(self, k: int) -> Snippet:
         c = self.config
-        S, H = c.samples_per_snippet, c.hop_samples
-        origin = int(round(c.origin * c.sample_rate))
+        g = self.grid
+        S, H = g.samples_per_snippet, g.hop_samples
+        origin = int(round(c.origin * g.sample_rate))
         start = origin + k * H
         audio = self._buf[start - self._base: start - self._base + S].copy()
         missing_audio = sum(max(0, min(b, start + S) - max(a, start)) for a, b in self._gaps)
         frames, missing = self._pick_frames(k)
         self.counters["missing_frames"] += missing
         self.counters["snippets"] += 1
-        t0 = c.origin + k * c.hop
+        t0 = c.origin + k * g.hop
         # drop what no later snippet needs
         nxt = origin + (k + 1) * H
         drop = nxt - self._base
@@ -308,7 +304,7 @@ class SnippetAssembler:
             self._buf = self._buf[drop:]
             self._base = nxt
         self._gaps = [(a, b) for a, b in self._gaps if b > nxt]
-        self._prune_frames(c.origin + (k + 1) * c.hop)
+        self._prune_frames(c.origin + (k + 1) * g.hop)
         return Snippet(
             stream=self.stream, index=k, t0=t0, audio=audio, frames=frames,
             missing_frames=missing, missing_audio=missing_audio,
@@ -316,9 +312,10 @@ class SnippetAssembler:
 
     def _pick_frames(self, k: int) -> tuple[np.ndarray, int]:
         c = self.config
-        F = c.frames_per_snippet
+        g = self.grid
+        F = g.frames_per_snippet
         if not self._frames_t:
-            h, w = (self._last_shape[:2] if self._last_shape else c.blank_size)
+            h, w = (self._last_shape[:2] if self._last_shape else g.frame_size)
             if c.video:
                 self.counters["black_snippets"] += 1
             return np.zeros((F, h, w, 3), np.uint8), F if c.video else 0
@@ -328,7 +325,7 @@ class SnippetAssembler:
         lo = np.clip(j - 1, 0, len(ts) - 1)
         hi = np.clip(j, 0, len(ts) - 1)
         pick = np.where(np.abs(ts[hi] - centres) < np.abs(ts[lo] - centres), hi, lo)
-        tol = c.frame_tolerance if c.frame_tolerance is not None else c.snippet_seconds / F
+        tol = c.frame_tolerance if c.frame_tolerance is not None else g.snippet_seconds / F
         missing = int(np.sum(np.abs(ts[pick] - centres) > tol))
         return np.stack([self._frames[i] for i in pick]), missing
 

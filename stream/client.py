@@ -36,6 +36,8 @@ from pathlib import Path
 from avparse.core.events import Event
 from avparse.stream import wire
 
+from .sockets import release
+
 
 class SubscriberError(RuntimeError):
     """The subscriber cannot do its handshake (no snapshot answer, bad keys, ...)."""
@@ -179,12 +181,8 @@ class Subscriber:
         s.setsockopt(zmq.SUBSCRIBE, wire.topic("heartbeat"))  # last: its arrival proves all are in place
 
     def close(self) -> None:
-        if self._sub is not None:
-            self._sub.close()
-            self._sub = None
-        if self._ctx is not None and self._ctx_given is None:
-            self._ctx.term()
-        self._ctx = None
+        release((self._sub,), None, self._ctx, self._ctx_given)
+        self._sub = self._ctx = None
 
     def __enter__(self):
         return self.open()

@@ -18,8 +18,8 @@ clock), or on ``flush()``. A batch is
 4. for each window, the probabilities at t's position: ``frame_prob[t]``
    (audio, visual) and the window's video-level probabilities.
 
-Overlapping snippets (hop < snippet length): ``stride = snippet_seconds / hop``
-snippets lie 1 s apart, so every window is W non-overlapping 1 s snippets,
+Overlapping snippets (hop < snippet length): every ``stride = snippet_seconds / hop``
+snippets (the grid's ``stride``) lie 1 s apart, so every window is W non-overlapping 1 s snippets,
 like the LLP videos HAN was trained on, and the lookahead ``k`` counts those
 1 s steps: the prediction for t comes when snippet ``t + k*stride`` (k seconds
 later) has arrived. With hop = 1 s, stride = 1.
@@ -33,11 +33,12 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, NamedTuple, Optional
 
 import numpy as np
 import torch
 
+from .grid import SnippetGrid
 from .tracker import SnippetProbs
 from .types import Snippet
 
@@ -46,8 +47,6 @@ from .types import Snippet
 class InferenceConfig:
     window: int = 10             # snippets per HAN window (LLP videos: 10)
     lookahead: int = 0           # 1 s steps of future context before predicting a snippet (0: causal)
-    hop: float = 1.0             # seconds between snippets (the assembler's hop)
-    snippet_seconds: float = 1.0  # snippet length (the profile's)
     max_batch: int = 16          # snippets (of all streams) per extractor call at most
     max_wait: float = 0.05       # seconds (runtime clock) the oldest queued snippet may wait for a fuller batch
     device: str = "cpu"          # torch device of the extractor and HAN
@@ -60,19 +59,32 @@ class InferenceConfig:
             raise ValueError(f"lookahead must be in [0, window), got {self.lookahead} with window {self.window}")
         if self.max_batch < 1 or self.max_wait < 0:
             raise ValueError("max_batch must be >= 1 and max_wait >= 0")
-        s = self.stride
-        if abs(s * self.hop - self.snippet_seconds) > 1e-6:
-            raise ValueError(f"snippet_seconds ({self.snippet_seconds}) must be a whole number of hops ({self.hop})")
 
-    @property
-    def stride(self) -> int:
-        """Snippets between two members of a window (1 s apart)."""
-        return max(1, int(round(self.snippet_seconds / self.hop)))
+
+class SnippetFeatures(NamedTuple):
+    """The extractor's features of one snippet, kept per stream until no window needs them."""
+
+    audio: torch.Tensor   # [A]
+    v2d: torch.Tensor     # [F, D2]
+    v3d: torch.Tensor     # [D3]
+    t0: float             # media time of the snippet's start
+
+
+@dataclass(frozen=True)
+class Window:
+    """One HAN input: the snippets spaced one snippet length apart ending at ``end``, and where
+    the target snippet (the one this window predicts) sits among them."""
+
+    stream: str
+    target: int                          # snippet index predicted from this window
+    position: int                        # the target's place in ``members``
+    members: tuple[SnippetFeatures, ...]  # oldest first
+    end: int                             # snippet index of the newest member
 
 
 class _StreamState:
     def __init__(self):
-        self.feats: "OrderedDict[int, tuple]" = OrderedDict()  # index -> (audio [A], v2d [F, D2], v3d [D3], t0)
+        self.feats: "OrderedDict[int, SnippetFeatures]" = OrderedDict()  # snippet index -> its features
         self.next_target = 0  # first snippet index not yet predicted
         self.newest = -1      # newest snippet index with features
 
@@ -83,12 +95,15 @@ class Inference:
     ``model``: a HAN (``model(audio, v2d, v3d) -> HANOutput``), in eval mode.
     ``extractor``: ``extractor(audio [N, S] float32, frames [N, F, H, W, 3] uint8) -> Features``
     with ``.audio [N, A]``, ``.v2d [N, F, D2]``, ``.v3d [N, D3]`` tensors.
+    ``grid``: the snippet grid (windows are spaced ``grid.stride`` snippets apart).
     ``timer``: optional callable returning seconds, used only to time the
     extractor and HAN for the stats (the runtime passes ``time.perf_counter``).
     """
 
-    def __init__(self, config: InferenceConfig, model, extractor, *, timer: Optional[Callable[[], float]] = None):
+    def __init__(self, config: InferenceConfig, model, extractor, *, grid: SnippetGrid = SnippetGrid(),
+                 timer: Optional[Callable[[], float]] = None):
         self.config = config
+        self.grid = grid
         self.model = model
         self.extractor = extractor
         self.timer = timer
@@ -184,9 +199,9 @@ class Inference:
                 st.next_target = snip.index  # a stream may start anywhere on its grid
             if snip.index <= st.newest:
                 raise ValueError(f"stream {snip.stream!r}: snippet {snip.index} after {st.newest} (out of order)")
-            st.feats[snip.index] = (*f, snip.t0)
+            st.feats[snip.index] = SnippetFeatures(*f, snip.t0)
             st.newest = snip.index
-            k_steps = self.config.lookahead * self.config.stride
+            k_steps = self.config.lookahead * self.grid.stride
             while st.next_target <= st.newest - k_steps:
                 if st.next_target in st.feats:
                     windows.append(self._window(snip.stream, st, st.next_target))
@@ -212,33 +227,33 @@ class Inference:
         self.counters["extract_seconds"] += self._time() - t
         return out
 
-    def _window(self, name: str, st: _StreamState, target: int) -> tuple:
+    def _window(self, name: str, st: _StreamState, target: int) -> Window:
         cfg = self.config
-        s = cfg.stride
+        s = self.grid.stride
         end = target + min(cfg.lookahead, (st.newest - target) // s) * s
         members = [end - j * s for j in range(cfg.window) if end - j * s in st.feats][::-1]
-        return name, target, members.index(target), [st.feats[i] for i in members], end
+        return Window(name, target, members.index(target), tuple(st.feats[i] for i in members), end)
 
     def _prune(self, st: _StreamState) -> None:
-        keep_from = st.next_target - self.config.window * self.config.stride
+        keep_from = st.next_target - self.config.window * self.grid.stride
         while st.feats and next(iter(st.feats)) < keep_from:
             st.feats.popitem(last=False)
 
-    def _run_han(self, windows: list[tuple]) -> list[SnippetProbs]:
+    def _run_han(self, windows: list[Window]) -> list[SnippetProbs]:
         if not windows:
             return []
         cfg = self.config
         by_len: "OrderedDict[int, list[int]]" = OrderedDict()
         for i, w in enumerate(windows):
-            by_len.setdefault(len(w[3]), []).append(i)
+            by_len.setdefault(len(w.members), []).append(i)
         results: list = [None] * len(windows)
         device = next((q.device for q in getattr(self.model, "parameters", lambda: iter(()))()), cfg.device)
         t = self._time()
         with torch.inference_mode():
             for idx in by_len.values():
-                audio = torch.stack([torch.stack([m[0] for m in windows[i][3]]) for i in idx]).to(device)
-                v2d = torch.stack([torch.cat([m[1] for m in windows[i][3]]) for i in idx]).to(device)
-                v3d = torch.stack([torch.stack([m[2] for m in windows[i][3]]) for i in idx]).to(device)
+                audio = torch.stack([torch.stack([m.audio for m in windows[i].members]) for i in idx]).to(device)
+                v2d = torch.stack([torch.cat([m.v2d for m in windows[i].members]) for i in idx]).to(device)
+                v3d = torch.stack([torch.stack([m.v3d for m in windows[i].members]) for i in idx]).to(device)
                 out = self.model(audio, v2d, v3d)
                 self.counters["han_calls"] += 1
                 fp, gp, ap, vp = (x.float().cpu().numpy() for x in
@@ -252,12 +267,12 @@ class Inference:
         self.counters["han_seconds"] += self._time() - t
         self.counters["windows"] += len(windows)
         probs = []
-        for (name, target, pos, members, end), (fp, gp, ap, vp) in zip(windows, results):
-            t0 = members[pos][3]
-            end_t0 = members[-1][3]
+        for w, (fp, gp, ap, vp) in zip(windows, results):
+            pos = w.position
             probs.append(SnippetProbs(
-                stream=name, index=target, t0=t0, frame_prob=fp[pos], global_prob=gp, a_prob=ap, v_prob=vp,
-                decided_at=end_t0 + cfg.snippet_seconds, info={"window": len(members), "position": pos},
+                stream=w.stream, index=w.target, t0=w.members[pos].t0, frame_prob=fp[pos], global_prob=gp, a_prob=ap,
+                v_prob=vp, decided_at=w.members[-1].t0 + self.grid.snippet_seconds,
+                info={"window": len(w.members), "position": pos},
             ))
         self.counters["predictions"] += len(probs)
         return probs

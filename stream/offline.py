@@ -14,7 +14,8 @@ from typing import Sequence
 
 from avparse.core.events import Event
 
-from .pipeline import Pipeline, PipelineConfig, VirtualClock, no_audio_error, source_kinds
+from .clock import VirtualClock
+from .pipeline import Pipeline, PipelineConfig, no_audio_error, source_kinds
 from .types import AudioChunk, EndOfStream
 
 
@@ -23,8 +24,8 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
     """Every event of ``source`` (opened and closed here), in the order the live runtime emits them.
 
     ``model``: a HAN or a LoadedModel. ``stats``: if a dict, filled with the pipeline's stats and,
-    when the source sent one, ``stats["end"]`` = {"reason", "media_time"} of its EndOfStream
-    (a reason starting with "error:" is a fault mid-way: the events up to it are returned).
+    when the source sent one, ``stats["end"]`` = {"reason", "error", "media_time"} of its EndOfStream
+    (an ``error`` is a fault mid-way: the events up to it are returned).
     """
     if hasattr(model, "model") and hasattr(model, "classes"):
         classes = classes if classes is not None else model.classes
@@ -44,12 +45,12 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
         pipe.add_stream(source.name, video="video" in source_kinds(source))
         for chunk in source.read():
             if isinstance(chunk, EndOfStream):
-                # a source that failed mid-way ("error: ...") loses the stream, as in the Runtime
-                reason = "source-lost" if chunk.reason.startswith("error") else chunk.reason
+                # a source that failed mid-way loses the stream, as in the Runtime
+                reason = "source-lost" if chunk.error is not None else chunk.reason
                 events += pipe.end_stream(chunk.stream, reason, clock.now())
                 ended = True
                 if stats is not None:
-                    stats["end"] = {"reason": chunk.reason, "media_time": chunk.t}
+                    stats["end"] = {"reason": chunk.reason, "error": chunk.error, "media_time": chunk.t}
                 break
             clock.advance(chunk.end if isinstance(chunk, AudioChunk) else chunk.t)
             events += pipe.feed(chunk, clock.now())

@@ -32,15 +32,18 @@ from typing import Callable, Optional, Sequence
 from avparse.core.events import Event
 
 from .assembler import AssemblerConfig, SnippetAssembler
+from .clock import Clock, RealClock
+from .grid import SnippetGrid
 from .inference import Inference, InferenceConfig
 from .source_base import SourceError
 from .tracker import Tracker, TrackerConfig
-from .types import AudioChunk, EndOfStream, VideoFrame
+from .types import AudioChunk, EndOfStream, StageObserver, VideoFrame
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
-    assembler: AssemblerConfig = field(default_factory=AssemblerConfig)   # snippet grid and alignment
+    grid: SnippetGrid = field(default_factory=SnippetGrid)                 # the snippet grid every stage is handed
+    assembler: AssemblerConfig = field(default_factory=AssemblerConfig)   # alignment, waiting, faults
     inference: InferenceConfig = field(default_factory=InferenceConfig)   # batching, window, lookahead
     tracker: TrackerConfig = field(default_factory=TrackerConfig)         # thresholds, durations, gate
     queue_size: int = 512          # chunks of all sources queued at most
@@ -48,32 +51,20 @@ class PipelineConfig:
                                    # False: the source thread waits (files and scenes: no loss)
     stats_interval: float = 1.0    # seconds of runtime clock between stats sent to the sinks
 
-    def __post_init__(self):
-        a, i, t = self.assembler, self.inference, self.tracker
-        if not (abs(a.hop - i.hop) < 1e-9 and abs(a.hop - t.hop) < 1e-9):
-            raise ValueError(f"hop differs between stages: assembler {a.hop}, inference {i.hop}, tracker {t.hop}")
-        if not (a.snippet_seconds == i.snippet_seconds == t.snippet_seconds):
-            raise ValueError("snippet_seconds differs between stages")
-
 
 _I = InferenceConfig  # the defaults below are its fields' defaults
 
 
-def pipeline_config(*, profile=None, hop: float = _I.hop, window: int = _I.window, lookahead: int = _I.lookahead,
-                    max_batch: int = _I.max_batch, max_wait: float = _I.max_wait, device: str = _I.device,
-                    backend: str = _I.backend, tracker: TrackerConfig | None = None,
+def pipeline_config(*, profile=None, hop: float = SnippetGrid.hop, window: int = _I.window,
+                    lookahead: int = _I.lookahead, max_batch: int = _I.max_batch, max_wait: float = _I.max_wait,
+                    device: str = _I.device, backend: str = _I.backend, tracker: TrackerConfig | None = None,
                     assembler: AssemblerConfig | None = None, **runtime) -> PipelineConfig:
-    """A consistent PipelineConfig: the profile's snippet contract and one hop for every stage."""
-    sr = profile.sample_rate if profile else AssemblerConfig.sample_rate
-    secs = profile.snippet_seconds if profile else AssemblerConfig.snippet_seconds
-    fps = profile.frames_per_snippet if profile else AssemblerConfig.frames_per_snippet
-    size = (profile.frame_size, profile.frame_size) if profile else AssemblerConfig.blank_size
-    asm = replace(assembler or AssemblerConfig(), sample_rate=sr, snippet_seconds=secs,
-                  frames_per_snippet=fps, hop=hop, blank_size=size)
-    inf = InferenceConfig(window=window, lookahead=lookahead, hop=hop, snippet_seconds=secs,
-                          max_batch=max_batch, max_wait=max_wait, device=device, backend=backend)
-    trk = replace(tracker or TrackerConfig(), hop=hop, snippet_seconds=secs)
-    return PipelineConfig(assembler=asm, inference=inf, tracker=trk, **runtime)
+    """A PipelineConfig whose grid is the profile's snippet contract at ``hop`` (no profile: the paper's)."""
+    grid = SnippetGrid.from_profile(profile, hop=hop) if profile is not None else SnippetGrid(hop=hop)
+    inf = InferenceConfig(window=window, lookahead=lookahead, max_batch=max_batch, max_wait=max_wait,
+                          device=device, backend=backend)
+    return PipelineConfig(grid=grid, assembler=assembler or AssemblerConfig(), inference=inf,
+                          tracker=tracker or TrackerConfig(), **runtime)
 
 
 class _Timing:
@@ -92,21 +83,19 @@ class Pipeline:
         self.config = config
         self.classes = tuple(classes)
         self.timer = timer
-        self.inference = Inference(config.inference, model, extractor, timer=timer)
-        self.tracker = Tracker(config.tracker, classes=self.classes)
+        self.inference = Inference(config.inference, model, extractor, grid=config.grid, timer=timer)
+        self.tracker = Tracker(config.tracker, classes=self.classes, grid=config.grid)
         self.assemblers: dict[str, SnippetAssembler] = {}
         self._video: dict[str, bool] = {}
         self._timing = {k: _Timing() for k in ("assembler", "inference", "tracker")}
         self.events = 0
         self.snippets = 0
         self._ended_counters: dict[str, dict] = {}  # assembler counters of streams that ended
-        self._probs_listeners: list[Callable] = []
+        self._observers: list[StageObserver] = []
 
-    def on_probs(self, fn: Callable) -> None:
-        """Call ``fn(p)`` with every snippet prediction (a SnippetProbs: the stream, the snippet's
-        time and its audio/visual probabilities) before the tracker turns it into events, e.g. the
-        demo's probability bars. It runs on the pipeline's thread: keep it quick."""
-        self._probs_listeners.append(fn)
+    def observe(self, observer: StageObserver) -> None:
+        """Show ``observer`` every snippet, prediction and tracker decision from now on."""
+        self._observers.append(observer)
 
     def add_stream(self, name: str, *, video: bool = True, wait_for_video: bool = False,
                    separate_clocks: bool = False) -> None:
@@ -120,7 +109,7 @@ class Pipeline:
                 cfg = replace(cfg, sync="capture")
             if wait_for_video:
                 cfg = replace(cfg, late_tolerance=float("inf"))
-            self.assemblers[name] = SnippetAssembler(cfg, stream=name)
+            self.assemblers[name] = SnippetAssembler(cfg, grid=self.config.grid, stream=name)
             self.inference.expect(name)
 
     def _t(self) -> float:
@@ -152,6 +141,8 @@ class Pipeline:
         for s in snippets:
             s.wall_time = now
             self.snippets += 1
+            for o in self._observers:
+                o.snippet(s)
             probs += self._timed("inference", self.inference.push, s, now=now)
         return self._track(probs, now)
 
@@ -159,9 +150,12 @@ class Pipeline:
         out = []
         for p in probs:
             p.wall_time = now
-            for fn in self._probs_listeners:
-                fn(p)
-            out += self._timed("tracker", self.tracker.push, p)
+            for o in self._observers:
+                o.prediction(p)
+            events = self._timed("tracker", self.tracker.push, p)
+            for o in self._observers:
+                o.tracked(p, events)
+            out += events
         self.events += len(out)
         return out
 
@@ -200,34 +194,6 @@ class Pipeline:
             "snippets": self.snippets,
             "events": self.events,
         }
-
-
-# --------------------------------------------------------------------- clocks
-class RealClock:
-    """The real clock: time.monotonic (the same time line as the sources' SystemClock)."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-
-class VirtualClock:
-    """A clock that follows the media: the runtime advances it to the newest media time it has
-    consumed, so a file or scene replayed as fast as possible sees the same batch deadlines as
-    one replayed in real time."""
-
-    def __init__(self, start: float = 0.0):
-        self._t = start
-
-    def now(self) -> float:
-        return self._t
-
-    def advance(self, t: float) -> None:
-        if t > self._t:
-            self._t = t
 
 
 def source_kinds(source) -> frozenset:
@@ -282,16 +248,34 @@ class EventLog:
         self.stats_count += 1
 
 
+@dataclass(frozen=True)
+class _Chunk:
+    """A runtime queue item: a chunk read from source number ``source``."""
+
+    source: int
+    chunk: AudioChunk | VideoFrame
+
+
+@dataclass(frozen=True)
+class _Ended:
+    """A runtime queue item: source number ``source`` ended (``reason``); ``error`` says why when it
+    failed (its EndOfStream's error, or the exception its thread raised)."""
+
+    source: int
+    reason: str
+    error: str | None = None
+
+
 class Runtime:
     """Several streams in one process: one thread per source, one loop driving the stages.
 
     ``model`` is a HAN (or a LoadedModel, whose ``.model`` and ``.classes`` are used);
     ``extractor`` the profile's extractor; ``sources`` objects with ``name``, ``open()``,
     ``read()`` (an iterator of chunks) and ``close()``. ``clock``: a RealClock (default)
-    or a VirtualClock (as-fast-as-possible replay).
+    or a VirtualClock (as-fast-as-possible replay: it follows the media consumed).
     """
 
-    def __init__(self, config: PipelineConfig, model, extractor, sources, *, clock=None,
+    def __init__(self, config: PipelineConfig, model, extractor, sources, *, clock: Clock | None = None,
                  classes: Sequence[str] | None = None):
         if hasattr(model, "model") and hasattr(model, "classes"):
             classes = classes if classes is not None else model.classes
@@ -348,7 +332,7 @@ class Runtime:
         for name, idx in self._stream_live.items():
             separate = len(idx) > 1
             self.pipeline.add_stream(name, video=any("video" in self._kinds[i] for i in idx),
-                                     wait_for_video=isinstance(self.clock, VirtualClock) and separate,
+                                     wait_for_video=self.clock.follows_media and separate,
                                      separate_clocks=separate)
         for i, s in enumerate(self.sources):
             th = threading.Thread(target=self._reader, args=(i, s), name=f"avparse-source-{s.name}-{i}",
@@ -374,7 +358,7 @@ class Runtime:
                 now = self.clock.now()
                 deadline = self.pipeline.deadline()
                 wait = self.config.stats_interval - (now - last_stats)
-                if deadline is not None and not isinstance(self.clock, VirtualClock):
+                if deadline is not None and not self.clock.follows_media:
                     wait = min(wait, deadline - now)
                 try:
                     item = self._q.get(timeout=min(max(wait, 0.001), 0.25))
@@ -410,61 +394,58 @@ class Runtime:
                 if self._stop.is_set():
                     break
                 if isinstance(chunk, EndOfStream):
-                    self._put((i, "end", chunk.reason), block=True)
+                    self._put(_Ended(i, chunk.reason, chunk.error), block=True)
                     return
-                self._put((i, "chunk", chunk), block=not self.config.drop_when_full)
-            self._put((i, "end", "end-of-stream"), block=True)
+                self._put(_Chunk(i, chunk), block=not self.config.drop_when_full)
+            self._put(_Ended(i, "end-of-stream"), block=True)
         except BaseException as e:  # a source failing while running is reported, and survived
-            self._put((i, "error", f"{type(e).__name__}: {e}"), block=True)
+            self._put(_Ended(i, "source-lost", f"{type(e).__name__}: {e}"), block=True)
 
-    def _put(self, item, *, block: bool) -> None:
+    def _put(self, item: _Chunk | _Ended, *, block: bool) -> None:
         while not self._stop.is_set():
             try:
                 self._q.put(item, timeout=0.1 if block else 0)
                 return
             except queue.Full:
                 if not block:
-                    name = self.sources[item[0]].name
+                    name = self.sources[item.source].name
                     self.queue_drops[name] = self.queue_drops.get(name, 0) + 1
                     return
 
-    def _handle(self, item) -> None:
-        i, what, payload = item
+    def _handle(self, item: _Chunk | _Ended) -> None:
         self.max_depth = max(self.max_depth, self._q.qsize() + 1)
+        i = item.source
         source = self.sources[i]
         name = source.name
-        if what == "chunk":
-            if isinstance(self.clock, VirtualClock):
-                t = payload.end if isinstance(payload, AudioChunk) else payload.t
-                self.clock.advance(t)
-            if isinstance(payload, AudioChunk):
-                self._audio_end[name] = payload.end
-            if payload.wall_time and not isinstance(self.clock, VirtualClock):
-                lag = self.clock.now() - payload.wall_time  # capture -> taken off the queue
+        if isinstance(item, _Chunk):
+            chunk = item.chunk
+            self.clock.advance(chunk.end if isinstance(chunk, AudioChunk) else chunk.t)
+            if isinstance(chunk, AudioChunk):
+                self._audio_end[name] = chunk.end
+            if chunk.wall_time and not self.clock.follows_media:
+                lag = self.clock.now() - chunk.wall_time  # capture -> taken off the queue
                 self._lag_max = max(self._lag_max, lag)
                 self._lag_sum += lag
                 self._lag_n += 1
-            self._emit(self.pipeline.feed(payload, self.clock.now()))
+            self._emit(self.pipeline.feed(chunk, self.clock.now()))
             # audio ended cleanly, video went on: end once the video has passed the audio's end
             done = self._audio_done.get(name)
-            if done is not None and isinstance(payload, VideoFrame) and \
-                    payload.t >= done + self.config.assembler.late_tolerance:
+            if done is not None and isinstance(chunk, VideoFrame) and \
+                    chunk.t >= done + self.config.assembler.late_tolerance:
                 self._end_stream(name, "end-of-stream")
             return
         # the source ended or failed
         self._live.discard(i)
-        if what == "error":
-            self.faults.append(f"stream {name!r}: source {type(source).__name__} failed: {payload}")
+        failed = item.error is not None
+        if failed:
+            self.faults.append(f"stream {name!r}: source {type(source).__name__} failed: {item.error}")
         live = self._stream_live.get(name, set())
         live.discard(i)
         audio_left = any("audio" in self._kinds[j] for j in live)
-        if what == "end" and payload.startswith("error"):
-            self.faults.append(f"stream {name!r}: source {type(source).__name__} {payload}")
-            what = "error"
         if not live:
-            self._end_stream(name, "source-lost" if what == "error" else payload)
+            self._end_stream(name, "source-lost" if failed else item.reason)
         elif "audio" in self._kinds[i] and not audio_left:
-            if what == "error":  # the master clock is gone: the stream cannot go on
+            if failed:  # the master clock is gone: the stream cannot go on
                 self._end_stream(name, "source-lost")
             else:  # let the video catch up with the audio's end (as-fast-as-possible replay)
                 self._audio_done[name] = self._audio_end.get(name, 0.0)
@@ -480,21 +461,19 @@ class Runtime:
 
     def _emit(self, events) -> None:
         for e in events:
-            for s in self.sinks:
-                try:
-                    s.emit(e)
-                except Exception as exc:
-                    self.sink_errors += 1
-                    self.faults.append(f"sink {type(s).__name__}.emit failed: {exc}")
+            self._to_sinks("emit", e)
 
     def _send_stats(self, st: dict | None = None) -> None:
-        st = st or self.stats()
+        self._to_sinks("stats", st or self.stats())
+
+    def _to_sinks(self, method: str, arg) -> None:
+        """``sink.<method>(arg)`` for every sink; a sink that raises is counted and reported, not fatal."""
         for s in self.sinks:
             try:
-                s.stats(st)
+                getattr(s, method)(arg)
             except Exception as exc:
                 self.sink_errors += 1
-                self.faults.append(f"sink {type(s).__name__}.stats failed: {exc}")
+                self.faults.append(f"sink {type(s).__name__}.{method} failed: {exc}")
 
     def stats(self) -> dict:
         d = self.pipeline.stats()

@@ -30,6 +30,8 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
+from .sockets import release
+
 
 class ProxyError(RuntimeError):
     """The proxy cannot start (busy port, bad endpoint, bad keys)."""
@@ -156,15 +158,9 @@ class Proxy:
         return not self._thread.is_alive()
 
     def _teardown(self):
-        for s in self._sockets:
-            s.close(linger=0)
+        release(self._sockets, self._auth, self._ctx, self._ctx_given, linger=0)
         self._sockets = []
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
-        if self._ctx is not None and self._ctx_given is None:
-            self._ctx.term()
-        self._ctx = None
+        self._auth = self._ctx = None
 
     def __enter__(self):
         return self.start()

@@ -41,6 +41,8 @@ from pathlib import Path
 from avparse.core.events import Event
 from avparse.stream import wire
 
+from .sockets import release
+
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_SNAPSHOT = "tcp://127.0.0.1:5557"
 
@@ -218,16 +220,8 @@ class Publisher:
         self._teardown()
 
     def _teardown(self):
-        for s in (self._xpub, self._router):
-            if s is not None:
-                s.close()
-        self._xpub = self._router = None
-        if self._auth is not None:
-            self._auth.stop()
-            self._auth = None
-        if self._ctx is not None and self._ctx_given is None:
-            self._ctx.term()
-        self._ctx = None
+        release((self._xpub, self._router), self._auth, self._ctx, self._ctx_given)
+        self._xpub = self._router = self._auth = self._ctx = None
         if self._log is not None:
             self._log.close()
             self._log = None

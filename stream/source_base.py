@@ -2,54 +2,20 @@
 
 Sources are adapters (they talk to devices, sockets and subprocesses), so
 they may block and sleep, but they never read the wall clock directly: a
-clock object is handed in. ``SystemClock`` is the real one; ``SimClock``
-is a virtual clock whose ``sleep`` only advances its time, so a paced source
-can be replayed instantly in tests and still see the same time stamps.
+clock (``avparse.stream.clock``) is handed in. ``RealClock`` is the real one;
+on a ``VirtualClock`` ``sleep`` only advances its time, so a paced source can
+be replayed instantly in tests and still see the same time stamps.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import time
-from typing import Callable, Protocol
+from typing import Callable
+
+from .clock import Clock, RealClock
 
 log = logging.getLogger("avparse.stream.sources")
-
-
-class Clock(Protocol):
-    def now(self) -> float:
-        """Seconds on a monotonic time line (the runtime's clock)."""
-
-    def sleep(self, seconds: float) -> None:
-        """Wait ``seconds`` on this clock (returns at once for <= 0)."""
-
-
-class SystemClock:
-    """The real clock: time.monotonic and time.sleep."""
-
-    def now(self) -> float:
-        return time.monotonic()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-
-class SimClock:
-    """A virtual clock: ``sleep`` advances ``now`` without waiting."""
-
-    def __init__(self, start: float = 0.0):
-        self.t = float(start)
-        self._lock = threading.Lock()
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            with self._lock:
-                self.t += seconds
 
 
 class SourceError(Exception):
@@ -103,27 +69,9 @@ class StopFlag:
         return True
 
 
-class _SleepingClock:
-    """Adds a real ``sleep`` to a clock that only has ``now`` (e.g. the runtime's)."""
-
-    def __init__(self, clock):
-        self._clock = clock
-
-    def now(self) -> float:
-        return self._clock.now()
-
-    def sleep(self, seconds: float) -> None:
-        if seconds > 0:
-            time.sleep(seconds)
-
-
 def as_clock(clock) -> Clock:
-    """None -> SystemClock; a clock without ``sleep`` -> the same clock with time.sleep."""
-    if clock is None:
-        return SystemClock()
-    if not hasattr(clock, "now"):
-        raise TypeError(f"a clock needs now() (and sleep()), got {type(clock).__name__}")
-    return clock if hasattr(clock, "sleep") else _SleepingClock(clock)
+    """The clock a source runs on: ``clock``, or a RealClock when None."""
+    return RealClock() if clock is None else clock
 
 
 class Pacer:

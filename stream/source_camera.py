@@ -27,7 +27,8 @@ import numpy as np
 
 from avparse.core.media import is_url
 
-from .source_base import CameraError, Clock, Notify, StopFlag, as_clock, default_notify
+from .clock import Clock
+from .source_base import CameraError, Notify, StopFlag, as_clock, default_notify
 from .types import Chunk, EndOfStream, VideoFrame
 
 
@@ -178,7 +179,7 @@ class CameraSource:
         last_wall = None
         last_pos = None
         start_wall = None
-        reason = "end-of-stream"
+        reason, error = "end-of-stream", None
         self._reading = True
         try:
             while True:
@@ -195,8 +196,11 @@ class CameraSource:
                     self._cap = None
                     self.notify(f"{self._describe()}: stream lost; reconnecting")
                     if not self._open_with_retry("reconnect failed"):
-                        reason = "stopped" if self._stop else \
-                            f"error: {self._describe()} lost and did not come back after {self.retries} tries"
+                        if self._stop:
+                            reason = "stopped"
+                        else:
+                            reason = "source-lost"
+                            error = f"{self._describe()} lost and did not come back after {self.retries} tries"
                         break
                     self.counters["reconnects"] += 1
                     first_pos = last_pos = None   # a new connection: its positions start over
@@ -230,7 +234,7 @@ class CameraSource:
         finally:
             self._reading = False
             self._release()
-        yield EndOfStream(self.name, last_t or 0.0, reason)
+        yield EndOfStream(self.name, last_t or 0.0, reason, error)
 
     def _release(self):
         with self._lock:

@@ -34,8 +34,9 @@ from typing import Iterator
 
 import numpy as np
 
+from .clock import Clock
 from .resample import StreamingResampler
-from .source_base import Clock, MicrophoneError, StopFlag, as_clock, log
+from .source_base import MicrophoneError, StopFlag, as_clock, log
 from .types import AudioChunk, Chunk, EndOfStream
 
 
@@ -185,7 +186,7 @@ class MicrophoneSource:
         seg_in = seg_out = 0   # input / output samples in the current segment
         wall_off = 0.0         # wall - media for the latest block
         t_end = 0.0
-        reason = "end-of-stream"
+        reason, error = "end-of-stream", None
         try:
             while True:
                 if self._stop:
@@ -195,7 +196,7 @@ class MicrophoneSource:
                     x, adc, wall, overflow, lost = self._q.get(timeout=self.poll_seconds)
                 except queue.Empty:
                     if self._stream is not None and not self._stream.active:
-                        reason = "error: the audio device stopped delivering"
+                        reason, error = "source-lost", "the audio device stopped delivering"
                         break
                     continue
                 mono = x.mean(axis=1, dtype=np.float32) if x.shape[1] > 1 else x[:, 0]
@@ -231,7 +232,7 @@ class MicrophoneSource:
         finally:
             self._reading = False
             self._close_stream()
-        yield EndOfStream(self.name, t_end, reason)
+        yield EndOfStream(self.name, t_end, reason, error)
 
     def _close_stream(self):
         s, self._stream = self._stream, None

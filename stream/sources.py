@@ -29,15 +29,13 @@ from avparse.core import media
 from avparse.core.media import MediaError
 
 from .resample import StreamingResampler
+from .clock import Clock, RealClock, VirtualClock
 from .source_base import (
     CameraError,
-    Clock,
     MicrophoneError,
     Pacer,
-    SimClock,
     SourceError,
     StopFlag,
-    SystemClock,
     as_clock,
     log,
 )
@@ -56,7 +54,7 @@ class FileSource:
     ``fps``/``size``: optional constant-rate resampling and scaling of the
     video in FFmpeg (default: every frame at its own size and pts).
     A decoding fault while running ends the stream with an EndOfStream whose
-    reason starts with "error:" (``self.error`` keeps the MediaError).
+    reason is "source-lost" and whose ``error`` says why (``self.error`` keeps the MediaError).
     """
 
     def __init__(self, path, *, sample_rate: int, paced: bool = False, clock: Clock | None = None,
@@ -105,7 +103,7 @@ class FileSource:
             self.open()
         clock, pacer = self.clock, Pacer(self.clock, self._stop, self.speed)
         end_t = 0.0
-        reason = "end-of-stream"
+        reason, error = "end-of-stream", None
         self._it = media.iter_av(self.path, sample_rate=self.sample_rate, block=self.block,
                                  fps=self.fps, size=self.size, strict=True) \
             if (self.has_audio and self.has_video) else (
@@ -134,7 +132,7 @@ class FileSource:
                     yield VideoFrame(self.name, t, x, wall_time=clock.now())
         except MediaError as e:
             self.error = e
-            reason = f"error: {e}"
+            reason, error = "source-lost", str(e)
             log.warning("stream %s: %s", self.name, e)
         finally:
             close = getattr(self._it, "close", None)
@@ -143,7 +141,7 @@ class FileSource:
             self._it = None
         if self._stop and reason == "end-of-stream":
             reason = "stopped"
-        yield EndOfStream(self.name, end_t, reason)
+        yield EndOfStream(self.name, end_t, reason, error)
 
     def close(self) -> None:
         self._stop.set()
@@ -233,5 +231,5 @@ class SceneSource:
 __all__ = [
     "FileSource", "SceneSource", "CameraSource", "MicrophoneSource",
     "SourceError", "CameraError", "MicrophoneError", "MediaError",
-    "Clock", "SystemClock", "SimClock", "list_video_devices", "list_input_devices",
+    "Clock", "RealClock", "VirtualClock", "list_video_devices", "list_input_devices",
 ]

@@ -31,6 +31,8 @@ import numpy as np
 from avparse.core.events import Event, Segment
 from avparse.core.labels import MODALITIES
 
+from .grid import SnippetGrid
+
 
 @dataclass
 class SnippetProbs:
@@ -56,8 +58,6 @@ class TrackerConfig:
     min_off: float = 0.0         # seconds a class must stay off before its offset is emitted
     video_gate: bool = False     # the paper's gate: also require the video-level probability >= gate_threshold
     gate_threshold: float = 0.5  # video-level threshold of the gate (paper: 0.5)
-    hop: float = 1.0             # seconds between snippets (the assembler's hop)
-    snippet_seconds: float = 1.0  # snippet length
 
     @classmethod
     def from_options(cls, *, on=None, off=None, min_on=None, min_off=None, video_gate: bool = False) -> "TrackerConfig":
@@ -97,10 +97,11 @@ class _Track:
 
 
 class Tracker:
-    """A stage: ``push(SnippetProbs) -> list[Event]``, ``flush(reason)``, ``reset()``."""
+    """A stage: ``push(SnippetProbs) -> list[Event]``, ``flush(reason)``, ``reset()``. Cells lie on ``grid``."""
 
-    def __init__(self, config: TrackerConfig, *, classes: Sequence[str]):
+    def __init__(self, config: TrackerConfig, *, classes: Sequence[str], grid: SnippetGrid = SnippetGrid()):
         self.config = config
+        self.grid = grid
         self.classes = tuple(classes)
         self.reset()
 
@@ -121,9 +122,9 @@ class Tracker:
         return out
 
     def _cell(self, p: SnippetProbs) -> tuple[float, float]:
-        c = self.config
-        lo = p.t0 + (c.snippet_seconds - c.hop) / 2
-        hi = p.t0 + (c.snippet_seconds + c.hop) / 2
+        g = self.grid
+        lo = p.t0 + (g.snippet_seconds - g.hop) / 2
+        hi = p.t0 + (g.snippet_seconds + g.hop) / 2
         if p.index == 0:
             lo = p.t0
         return lo, hi

@@ -9,9 +9,14 @@ read the wall clock; the runtime stamps ``wall_time`` where it needs it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import TYPE_CHECKING, Iterator, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from avparse.core.events import Event
+
+    from .tracker import SnippetProbs
 
 
 @dataclass(frozen=True)
@@ -39,7 +44,8 @@ class VideoFrame:
 class EndOfStream:
     stream: str
     t: float                # media time at which the source ended
-    reason: str = "end-of-stream"
+    reason: str = "end-of-stream"  # "end-of-stream", "stopped", or "source-lost" when it failed
+    error: str | None = None       # why it failed (one line), None when it did not
 
 
 @dataclass
@@ -71,3 +77,19 @@ class Source(Protocol):
     def read(self) -> Iterator[Chunk]: ...
 
     def close(self) -> None: ...
+
+
+class StageObserver:
+    """Watches the items that pass between the stages of a Pipeline (``Pipeline.observe``),
+    without changing them: a benchmark's probes, the demo's probability bars. Every hook runs on the
+    pipeline's thread, so keep it quick; override the ones you need."""
+
+    def snippet(self, snippet: Snippet) -> None:
+        """A snippet leaves its assembler for batched inference."""
+
+    def prediction(self, probs: SnippetProbs) -> None:
+        """A snippet prediction (the stream, the snippet's time, its audio/visual probabilities) reaches
+        the tracker."""
+
+    def tracked(self, probs: SnippetProbs, events: list[Event]) -> None:
+        """The tracker turned ``probs`` into ``events`` (often none)."""

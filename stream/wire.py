@@ -27,12 +27,13 @@ from __future__ import annotations
 import json
 import math
 import re
+import time
+import uuid
 from dataclasses import dataclass, field
+from typing import Callable
 
-from avparse.core.events import KINDS, Event
+from avparse.core.events import KINDS, SCHEMA_VERSION, Event
 from avparse.core.labels import MODALITIES
-
-SCHEMA_VERSION = 1
 TYPES = ("onset", "offset", "heartbeat", "stats")
 EVENT_TYPES = KINDS  # ("onset", "offset")
 TOPIC_PREFIX = b"avp."
@@ -179,25 +180,33 @@ def event_body(event: Event, *, publisher: str, session: str, seq: int, tseq: in
         raise WireError(f"onset_time {event.onset_time!r} of {event.label} is not a finite number")
     if len(event.reason) > 64:
         raise WireError("reason longer than 64 characters")
-    body = {
-        "v": SCHEMA_VERSION,
-        "type": event.kind,
-        "publisher": publisher,
-        "session": session,
-        "seq": seq,
-        "tseq": tseq,
-        "wall_time": wall_time,
-        "stream": event.stream,
-        "class": event.label,
-        "modality": event.modality,
-        "media_time": float(event.media_time),
-        "score": float(event.score),
-        "decided_at": float(event.decided_at),
-    }
-    if event.kind == "offset":
-        body["reason"] = event.reason
-        body["onset_time"] = None if event.onset_time is None else float(event.onset_time)
-    return body
+    fields = event.to_dict()
+    return {"v": fields.pop("v"), "type": fields.pop("type"), "publisher": publisher, "session": session,
+            "seq": seq, "tseq": tseq, "wall_time": wall_time, **fields}
+
+
+class EventLines:
+    """Event files in the one encoding: each event as its wire body on one line, numbered as one
+    publisher session numbers its messages (``seq`` over all, ``tseq`` per topic). What
+    ``avparse parse --json`` prints and ``avparse demo --events`` writes; ``decode_body`` reads it."""
+
+    def __init__(self, publisher: str, *, clock: Callable[[], float] = time.time):
+        if not PUBLISHER_RE.match(publisher):
+            raise WireError(f"malformed publisher name {publisher!r}")
+        self.publisher = publisher
+        self.session = uuid.uuid4().hex
+        self._clock = clock
+        self._seq = 0
+        self._tseq: dict[bytes, int] = {}
+
+    def line(self, event: Event) -> str:
+        """The next line (without its newline); raises WireError for what a decoder would reject."""
+        t = topic(event.kind, event.stream)
+        seq, tseq = self._seq + 1, self._tseq.get(t, 0) + 1
+        body = _dump(event_body(event, publisher=self.publisher, session=self.session, seq=seq, tseq=tseq,
+                                wall_time=self._clock()))
+        self._seq, self._tseq[t] = seq, tseq
+        return body.decode("utf-8")
 
 
 def encode_event(event: Event, **header) -> tuple[bytes, bytes]:
@@ -322,12 +331,7 @@ def decode(topic_frame: bytes, body_frame: bytes) -> Message:
     head = dict(type=t, publisher=body["publisher"], session=body["session"], seq=body["seq"],
                 tseq=body["tseq"], wall_time=float(body["wall_time"]), topic=bytes(topic_frame))
     if t in EVENT_TYPES:
-        ot = body.get("onset_time")
-        ev = Event(kind=t, stream=stream, label=body["class"], modality=body["modality"],
-                   media_time=float(body["media_time"]), score=float(body["score"]),
-                   decided_at=float(body["decided_at"]), reason=body.get("reason", ""),
-                   onset_time=None if ot is None else float(ot))
-        return Message(**head, event=ev)
+        return Message(**head, event=Event.from_dict(body))
     if t == "heartbeat":
         return Message(**head, topics=dict(body["topics"]))
     return Message(**head, stats=body["stats"])

@@ -189,6 +189,13 @@ def user_errors():
 # ------------------------------------------------------------------ live sources and publishing (run, demo)
 
 
+def stream_name(text: str) -> str:
+    """``text`` as a stream name of the wire (1-64 of A-Z a-z 0-9 _ -): other characters become ``_``."""
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:64] or "stream"
+
+
 @dataclass
 class StreamSpec:
     name: str

@@ -12,10 +12,20 @@ run`` would publish them for the same file. See docs/pipeline.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from pathlib import Path
 
-from .common import UserError, check_device, check_media, checkpoint_extractor, fail, load_checkpoint, model_path, run_main
+from .common import (
+    UserError,
+    check_device,
+    check_media,
+    checkpoint_extractor,
+    fail,
+    load_checkpoint,
+    model_path,
+    run_main,
+    stream_name,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -27,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     p.add_argument("file", metavar="FILE", help="media file (any format FFmpeg reads) or URL")
     p.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled demo model, if installed)")
-    p.add_argument("--json", action="store_true", help="one JSON object per event per line (the event encoding)")
+    p.add_argument("--json", action="store_true",
+                   help="one JSON object per event per line (the wire body of docs/eventstream.md)")
     p.add_argument("--stream", default=None, help="stream name in the events (default: the file's stem)")
     g = p.add_argument_group("pipeline")
     g.add_argument("--hop", type=float, default=inf.hop, help="seconds between snippets (< 1: overlapping)")
@@ -72,9 +83,16 @@ def _run(args) -> int:
     from avparse.stream.sources import FileSource, SourceError
     from avparse.stream.tracker import TrackerConfig
 
+    from avparse.stream import wire
+
     path = model_path(args.model)
     check_device(args.device)
     check_media(args.file)
+    stream = args.stream or stream_name(Path(args.file).stem)
+    try:
+        wire.check_stream_name(stream)
+    except wire.WireError as e:
+        raise UserError(f"--stream: {e}") from None
     try:
         tracker = TrackerConfig.from_options(on=args.on, off=args.off, min_on=args.min_on, min_off=args.min_off,
                                              video_gate=args.gate)
@@ -89,17 +107,18 @@ def _run(args) -> int:
         raise UserError(f"pipeline options: {e}") from None
     extractor = checkpoint_extractor(loaded, backend=args.backend, device=args.device,
                                      weights=args.extractor_weights)
-    source = FileSource(args.file, sample_rate=loaded.profile.sample_rate, name=args.stream)
+    source = FileSource(args.file, sample_rate=loaded.profile.sample_rate, name=stream)
     stats: dict = {}
     try:
         events = parse_source(config, loaded, extractor, source, stats=stats)
     except (MediaError, SourceError) as e:
         raise UserError(str(e)) from None
     end = stats.get("end") or {}
-    fault = str(end.get("reason", "")).startswith("error")
+    fault = end.get("error")
+    lines = wire.EventLines("avparse-parse")
     try:
         for e in events:
-            print(json.dumps(e.to_dict()) if args.json else format_event(e))
+            print(lines.line(e) if args.json else format_event(e))
         sys.stdout.flush()
     except BrokenPipeError:  # `avparse parse FILE | head`: the reader left; not an error
         import os
@@ -107,7 +126,7 @@ def _run(args) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     if fault:  # every event up to the damage is printed above; the run did not cover the whole file
-        cause = str(end["reason"]).removeprefix("error:").strip()
+        cause = fault
         if args.file not in cause:
             cause = f"{args.file}: {cause}"
         return fail(f"{cause}; stopped at {float(end.get('media_time', 0.0)):.1f} s of media: the events up to "

@@ -251,7 +251,8 @@ def _run(spec: RunSpec) -> int:
         raise UserError(f"{key}: no such key file (make one with `avparse keys DIR --name server`)")
 
     from avparse.core.media import MediaError
-    from avparse.stream.pipeline import RealClock, Runtime, VirtualClock, pipeline_config
+    from avparse.stream.clock import RealClock, VirtualClock
+    from avparse.stream.pipeline import Runtime, pipeline_config
     from avparse.stream.sources import SourceError
     from avparse.stream.tracker import TrackerConfig
 

@@ -20,7 +20,8 @@ import pytest
 import torch
 
 from avparse.stream.offline import parse_source
-from avparse.stream.pipeline import EventLog, Runtime, VirtualClock, pipeline_config
+from avparse.stream.clock import VirtualClock
+from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
 from avparse.stream.sources import FileSource
 from avparse.tools import parse as parse_tool
 

@@ -95,12 +95,12 @@ def read_for(src, seconds: float, pause=None):
 def test_network_camera_that_stalls_then_resumes_keeps_one_stream():
     """The sender is frozen (SIGSTOP) for 2 s, shorter than the read timeout: the source waits,
     then frames flow again on the same capture; media time keeps going forward."""
-    from avparse.stream.sources import CameraSource, SystemClock
+    from avparse.stream.sources import CameraSource, RealClock
 
     port = udp_port()
     sender = udp_sender(port)
     said = []
-    src = CameraSource(f"udp://127.0.0.1:{port}", clock=SystemClock(), retries=3, backoff=0.2, open_timeout=5,
+    src = CameraSource(f"udp://127.0.0.1:{port}", clock=RealClock(), retries=3, backoff=0.2, open_timeout=5,
                        read_timeout=4, notify=said.append)
     try:
         src.open()
@@ -131,12 +131,12 @@ def test_network_camera_that_stalls_then_resumes_keeps_one_stream():
 def test_network_camera_that_drops_and_reconnects():
     """The sender dies; a new one starts on the same address 2 s later: the source reports the
     loss, reconnects, and frames continue with media time going forward."""
-    from avparse.stream.sources import CameraSource, SystemClock
+    from avparse.stream.sources import CameraSource, RealClock
 
     port = udp_port()
     senders = [udp_sender(port)]
     said = []
-    src = CameraSource(f"udp://127.0.0.1:{port}", clock=SystemClock(), retries=8, backoff=0.3, max_backoff=1.0,
+    src = CameraSource(f"udp://127.0.0.1:{port}", clock=RealClock(), retries=8, backoff=0.3, max_backoff=1.0,
                        open_timeout=3, read_timeout=1.0, notify=said.append)
     try:
         src.open()
@@ -198,7 +198,8 @@ def test_runtime_goes_on_through_a_camera_stall(tiny_model):
     """Camera (real UDP capture) + microphone stand-in in one stream: while the camera is frozen
     for 3 s the runtime keeps making snippets on the audio clock (with repeated frames, counted);
     afterwards the camera's frames are used again."""
-    from avparse.stream.pipeline import EventLog, RealClock, Runtime, pipeline_config
+    from avparse.stream.clock import RealClock
+    from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
     from avparse.stream.sources import CameraSource
 
     loaded, ext = tiny_model
@@ -483,7 +484,8 @@ def test_microphone_that_disappears_closes_its_stream_as_a_reported_fault(own_pu
     """The sound server dies under a recording microphone (the device is gone): the source ends
     with an error within seconds, the runtime closes the stream ("source-lost"), reports the
     fault, and returns instead of waiting forever."""
-    from avparse.stream.pipeline import EventLog, RealClock, Runtime, pipeline_config
+    from avparse.stream.clock import RealClock
+    from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
     from avparse.stream.sources import MicrophoneSource
 
     loaded, ext = tiny_model

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from avparse.stream.assembler import AssemblerConfig, SnippetAssembler
+from avparse.stream.grid import SnippetGrid
 from avparse.stream.types import AudioChunk, EndOfStream, VideoFrame
 
 SR = 16000
@@ -66,7 +67,7 @@ def expected_slots(k, fps, hop=1.0, F=8):
 
 @pytest.mark.parametrize("fps", [29.97, 7.0])
 def test_frames_chosen_by_media_time(fps):
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(), grid=SnippetGrid(sample_rate=SR), stream="s")
     out = run(asm, interleave(audio_chunks(4.0), video_frames(4.2, fps)))
     assert [s.index for s in out] == [0, 1, 2, 3]
     for s in out:
@@ -80,7 +81,7 @@ def test_frames_chosen_by_media_time(fps):
 
 
 def test_overlapping_hop_grid():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, hop=0.25), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(), grid=SnippetGrid(sample_rate=SR, hop=0.25), stream="s")
     out = run(asm, interleave(audio_chunks(3.0), video_frames(3.2, 29.97)), end=False)
     # snippets every 0.25 s, each 1 s long, as soon as their audio is in: t0 = 0 .. 2.0
     assert [s.t0 for s in out] == pytest.approx([k * 0.25 for k in range(9)])
@@ -92,7 +93,7 @@ def test_overlapping_hop_grid():
 
 
 def test_audio_gap_is_zero_filled_and_grid_does_not_shift():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(), grid=SnippetGrid(sample_rate=SR), stream="s")
     dropped = range(75, 81)  # 1.5 .. 1.62 s
     out = run(asm, interleave(audio_chunks(3.0, drop=dropped), video_frames(3.2, 25)))
     assert [s.t0 for s in out] == [0.0, 1.0, 2.0]
@@ -110,7 +111,7 @@ def test_audio_gap_is_zero_filled_and_grid_does_not_shift():
 
 
 def test_overlapping_audio_is_trimmed():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, video=False), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(video=False), grid=SnippetGrid(sample_rate=SR), stream="s")
     x = signal(2 * SR)
     chunks = [AudioChunk("s", 0.0, x[:SR], SR), AudioChunk("s", 0.9, x[int(0.9 * SR):2 * SR], SR)]
     out = run(asm, chunks)
@@ -120,8 +121,8 @@ def test_overlapping_audio_is_trimmed():
 
 
 def test_snippet_waits_for_frames_that_arrive_a_little_late():
-    cfg = AssemblerConfig(sample_rate=SR, late_tolerance=0.5)
-    asm = SnippetAssembler(cfg, stream="s")
+    cfg = AssemblerConfig(late_tolerance=0.5)
+    asm = SnippetAssembler(cfg, grid=SnippetGrid(sample_rate=SR), stream="s")
     audio = list(audio_chunks(4.0))
     video = list(video_frames(4.2, 29.97))
     # frames arrive 0.3 s after the audio of the same media time
@@ -136,8 +137,8 @@ def test_snippet_waits_for_frames_that_arrive_a_little_late():
 
 
 def test_frames_later_than_tolerance_do_not_stall_and_are_counted():
-    cfg = AssemblerConfig(sample_rate=SR, late_tolerance=0.2)
-    asm = SnippetAssembler(cfg, stream="s")
+    cfg = AssemblerConfig(late_tolerance=0.2)
+    asm = SnippetAssembler(cfg, grid=SnippetGrid(sample_rate=SR), stream="s")
     audio = list(audio_chunks(5.0))
     video = list(video_frames(5.0, 25))
     items = [(c.t, 0, c) for c in audio] + [(f.t + 1.5, 1, f) for f in video]  # 1.5 s behind
@@ -158,7 +159,8 @@ def test_frames_later_than_tolerance_do_not_stall_and_are_counted():
 
 
 def test_no_video_at_all_never_stalls():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, late_tolerance=0.5, blank_size=(4, 6)), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(late_tolerance=0.5), grid=SnippetGrid(sample_rate=SR, frame_size=(4, 6)),
+                           stream="s")
     out = []
     for c in audio_chunks(3.0):
         out += asm.push(c)
@@ -171,7 +173,7 @@ def test_no_video_at_all_never_stalls():
 
 
 def test_tail_is_zero_padded_on_flush():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, video=False), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(video=False), grid=SnippetGrid(sample_rate=SR), stream="s")
     out = run(asm, audio_chunks(2.6))
     assert [s.index for s in out] == [0, 1, 2]
     assert np.all(out[2].audio[int(0.6 * SR):] == 0) and out[2].audio[: int(0.6 * SR)].all()
@@ -190,8 +192,9 @@ def test_camera_clock_drift_is_mapped_onto_audio_time():
     video = list(video_frames(secs + 0.5, fps, t_map=cam, wall=wall))
     chunks = interleave(audio, video)
 
-    synced = run(SnippetAssembler(AssemblerConfig(sample_rate=SR, sync="capture"), stream="s"), chunks)
-    naive = run(SnippetAssembler(AssemblerConfig(sample_rate=SR, sync="media"), stream="s"), chunks)
+    grid = SnippetGrid(sample_rate=SR)
+    synced = run(SnippetAssembler(AssemblerConfig(sync="capture"), grid=grid, stream="s"), chunks)
+    naive = run(SnippetAssembler(AssemblerConfig(sync="media"), grid=grid, stream="s"), chunks)
     assert len(synced) == len(naive) == int(secs)
     exact = near = total = 0
     for s in synced:
@@ -209,7 +212,7 @@ def test_camera_clock_drift_is_mapped_onto_audio_time():
 
 
 def test_tail_with_overlapping_hop_ends():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, video=False, hop=0.5), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(video=False), grid=SnippetGrid(sample_rate=SR, hop=0.5), stream="s")
     out = run(asm, audio_chunks(2.6))
     # complete: t0 = 0, 0.5, 1.0, 1.5; tails with >= 0.5 s of real audio: 2.0 (0.6 s); not 2.5 (0.1 s)
     assert [s.t0 for s in out] == [0.0, 0.5, 1.0, 1.5, 2.0]
@@ -217,7 +220,7 @@ def test_tail_with_overlapping_hop_ends():
 
 
 def test_clock_jump_skips_snippets_instead_of_zero_filling():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, video=False, max_gap=5.0), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(video=False, max_gap=5.0), grid=SnippetGrid(sample_rate=SR), stream="s")
     x = signal(SR)
     chunks = [AudioChunk("s", 0.0, x, SR), AudioChunk("s", 1.0, x[: SR // 2], SR),  # 1.5 s, then a jump
               AudioChunk("s", 3600.25, x, SR), AudioChunk("s", 3601.25, x, SR)]
@@ -230,7 +233,7 @@ def test_clock_jump_skips_snippets_instead_of_zero_filling():
 
 
 def test_frame_buffer_is_bounded_when_audio_stalls():
-    asm = SnippetAssembler(AssemblerConfig(sample_rate=SR, max_frames=50), stream="s")
+    asm = SnippetAssembler(AssemblerConfig(max_frames=50), grid=SnippetGrid(sample_rate=SR), stream="s")
     for f in video_frames(10.0, 30.0):
         assert asm.push(f) == []
     assert asm.stats()["dropped_frames"] == 250

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from avparse.core.han import HANConfig, build_han
+from avparse.stream.grid import SnippetGrid
 from avparse.stream.inference import Inference, InferenceConfig
 from avparse.stream.types import Snippet
 
@@ -101,9 +102,9 @@ def test_prediction_for_t_comes_after_t_plus_k(lookahead):
 
 def test_overlapping_hop_windows_are_one_second_apart():
     ext, model = TinyExtractor(), tiny_han()
-    cfg = InferenceConfig(window=3, lookahead=1, hop=0.25, max_batch=1)
-    assert cfg.stride == 4
-    inf = Inference(cfg, model, ext)
+    cfg, grid = InferenceConfig(window=3, lookahead=1, max_batch=1), SnippetGrid(hop=0.25)
+    assert grid.stride == 4
+    inf = Inference(cfg, model, ext, grid=grid)
     snips = [snippet("s", k, hop=0.25) for k in range(14)]
     got = {}
     for n, s in enumerate(snips):
@@ -116,7 +117,7 @@ def test_overlapping_hop_windows_are_one_second_apart():
     np.testing.assert_allclose(p.frame_prob, fp, atol=1e-5)
     np.testing.assert_allclose(p.global_prob, gp, atol=1e-5)
     with pytest.raises(ValueError):
-        InferenceConfig(hop=0.3)
+        SnippetGrid(hop=0.3)
     with pytest.raises(ValueError):
         InferenceConfig(window=3, lookahead=3)
 

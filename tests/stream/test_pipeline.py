@@ -12,10 +12,11 @@ import torch
 from torch import nn
 
 from avparse.core.han import HANOutput
+from avparse.stream.clock import RealClock, VirtualClock
 from avparse.stream.offline import parse_source
-from avparse.stream.pipeline import EventLog, RealClock, Runtime, VirtualClock, pipeline_config
+from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
 from avparse.stream.tracker import TrackerConfig
-from avparse.stream.types import AudioChunk, EndOfStream, VideoFrame
+from avparse.stream.types import AudioChunk, EndOfStream, StageObserver, VideoFrame
 
 SR = 800          # audio rate of these tests (samples per 1 s snippet)
 BLOCK = 16        # 20 ms blocks
@@ -154,11 +155,16 @@ def test_live_equals_offline(clock):
     assert log.stats_count >= 1 and log.last_stats["inference"]["predictions"] == 8
 
 
-def test_probs_listeners_see_every_snippet_prediction_before_the_tracker():
+def test_observers_see_every_snippet_prediction_before_the_tracker():
     cfg = config(window=4, lookahead=1, max_batch=4, max_wait=0.05)
     rt = Runtime(cfg, ToyHAN(), ToyExtractor(), [ToySource("a")], clock=VirtualClock(), classes=CLASSES)
     seen = []
-    rt.pipeline.on_probs(lambda p: seen.append((p.stream, p.index, p.frame_prob.copy())))
+
+    class Watch(StageObserver):
+        def prediction(self, p):
+            seen.append((p.stream, p.index, p.frame_prob.copy()))
+
+    rt.pipeline.observe(Watch())
     log = EventLog()
     rt.add_sink(log)
     st = rt.run()
@@ -284,11 +290,11 @@ class ToyScene:
 
 @pytest.mark.parametrize("paced", [False, True])
 def test_scene_source_events_match_ground_truth(paced):
-    from avparse.stream.sources import SceneSource, SimClock
+    from avparse.stream.sources import SceneSource, VirtualClock
     from avparse.stream.tracker import events_to_segments
 
     scene = ToyScene()
-    src = SceneSource(scene, name="scene", paced=paced, clock=SimClock() if paced else None)
+    src = SceneSource(scene, name="scene", paced=paced, clock=VirtualClock() if paced else None)
     cfg = config(window=4, lookahead=1)
     rt = Runtime(cfg, ToyHAN(), ToyExtractor(), [src], clock=VirtualClock(), classes=CLASSES)
     log = EventLog()
@@ -306,12 +312,12 @@ def test_camera_and_microphone_stream_with_real_parts(pulse_server, serve_stream
     recording a PulseAudio null sink's monitor while a tone plays into the sink."""
     import subprocess
 
-    from avparse.stream.sources import CameraSource, MicrophoneSource, SystemClock
+    from avparse.stream.sources import CameraSource, MicrophoneSource, RealClock
 
     served = serve_stream("udp", seconds=20, fps=15)
     clock = RealClock()
-    mic = MicrophoneSource("pulse", sample_rate=16000, name="room", clock=SystemClock(), block_seconds=0.02)
-    cam = CameraSource(served.url, name="room", clock=SystemClock(), retries=6, backoff=0.2, open_timeout=5,
+    mic = MicrophoneSource("pulse", sample_rate=16000, name="room", clock=RealClock(), block_seconds=0.02)
+    cam = CameraSource(served.url, name="room", clock=RealClock(), retries=6, backoff=0.2, open_timeout=5,
                        read_timeout=3)
     profile = SimpleNamespace(sample_rate=16000, snippet_seconds=1.0, frames_per_snippet=4, frame_size=4)
     cfg = pipeline_config(profile=profile, window=4, max_wait=0.0, drop_when_full=True)

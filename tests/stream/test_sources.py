@@ -14,7 +14,7 @@ import pytest
 
 from avparse.core.media import MediaError
 from avparse.core.scene import TrueEvent
-from avparse.stream.source_base import SimClock, SystemClock
+from avparse.stream.clock import RealClock, VirtualClock
 from avparse.stream.sources import (
     CameraError,
     CameraSource,
@@ -53,7 +53,7 @@ def ffmpeg(*args):
 # ----------------------------------------------------------------- FileSource
 @needs_ffmpeg
 def test_file_source_llp_clip_fast(llp_clip):
-    src = FileSource(llp_clip, sample_rate=16000, paced=False, clock=SimClock(), block_seconds=0.05)
+    src = FileSource(llp_clip, sample_rate=16000, paced=False, clock=VirtualClock(), block_seconds=0.05)
     src.open()
     items = list(src.read())
     audio, video = split(items)
@@ -72,7 +72,7 @@ def test_file_source_llp_clip_fast(llp_clip):
 
 @needs_ffmpeg
 def test_file_source_paced_on_injected_clock(llp_clip):
-    clock = SimClock(100.0)
+    clock = VirtualClock(100.0)
     src = FileSource(llp_clip, sample_rate=16000, paced=True, clock=clock, block_seconds=0.04)
     audio, video = split(list(src.read()))
     assert clock.now() - 100.0 == pytest.approx(10.0, abs=0.05)     # slept ~10 s of virtual time
@@ -87,7 +87,7 @@ def test_file_source_paced_real_time_and_stop(tmp_path):
     p = tmp_path / "two_seconds.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-f", "lavfi", "-i", "sine=frequency=300",
            "-t", "2", "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:a", "aac", str(p))
-    src = FileSource(p, sample_rate=16000, paced=True, clock=SystemClock())
+    src = FileSource(p, sample_rate=16000, paced=True, clock=RealClock())
     items, t0, timer = [], None, None
     for c in src.read():
         t0 = t0 or time.monotonic()
@@ -105,7 +105,7 @@ def test_file_source_paced_real_time_and_stop(tmp_path):
 def test_file_source_video_only_and_bad_file(tmp_path):
     v = tmp_path / "video_only.mp4"
     ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x48:rate=10", "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(v))
-    audio, video = split(list(FileSource(v, sample_rate=16000, clock=SimClock()).read()))
+    audio, video = split(list(FileSource(v, sample_rate=16000, clock=VirtualClock()).read()))
     assert not audio and len(video) == 10
     bad = tmp_path / "bad.mp4"
     bad.write_bytes(b"not a video at all" * 100)
@@ -138,7 +138,7 @@ class ToneScene:
 
 @pytest.mark.parametrize("paced", [False, True])
 def test_scene_source_resampled_and_in_time(paced):
-    clock = SimClock()
+    clock = VirtualClock()
     src = SceneSource(ToneScene(), block_seconds=0.05, paced=paced, clock=clock, sample_rate=16000)
     src.open()
     audio, video = split(list(src.read()))
@@ -164,7 +164,7 @@ def test_scene_source_rejects_a_non_scene():
 # ---------------------------------------------------------------- CameraSource
 @needs_ffmpeg
 def test_camera_on_a_file_uses_pos_msec(tmp_path, llp_clip):
-    src = CameraSource(str(llp_clip), clock=SimClock())
+    src = CameraSource(str(llp_clip), clock=VirtualClock())
     src.open()
     _, video = split(list(src.read()))
     assert 298 <= len(video) <= 301
@@ -175,7 +175,7 @@ def test_camera_on_a_file_uses_pos_msec(tmp_path, llp_clip):
     # RGB, not OpenCV's BGR
     red = tmp_path / "red.mp4"
     ffmpeg("-f", "lavfi", "-i", "color=c=red:size=64x48:rate=5", "-t", "1", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(red))
-    _, frames = split(list(CameraSource(red, clock=SimClock()).read()))
+    _, frames = split(list(CameraSource(red, clock=VirtualClock()).read()))
     r, g, b = frames[0].image[24, 32].astype(int)
     assert r > 200 and g < 60 and b < 60
 
@@ -184,7 +184,7 @@ def test_camera_on_a_file_uses_pos_msec(tmp_path, llp_clip):
 @pytest.mark.parametrize("proto", ["udp", "http"])
 def test_camera_on_a_loopback_stream(serve_stream, proto):
     served = serve_stream(proto, seconds=8, fps=15)
-    src = CameraSource(served.url, clock=SystemClock(), retries=6, backoff=0.2, open_timeout=5, read_timeout=3)
+    src = CameraSource(served.url, clock=RealClock(), retries=6, backoff=0.2, open_timeout=5, read_timeout=3)
     src.open()
     frames = []
     for c in src.read():
@@ -214,7 +214,7 @@ def test_camera_url_that_does_not_answer_retries_with_backoff():
 
     port = free_port()   # nothing listens there: connection refused
     said = []
-    clock = SimClock()
+    clock = VirtualClock()
     src = CameraSource(f"http://127.0.0.1:{port}/live.ts", clock=clock, retries=3, backoff=0.5,
                        open_timeout=1, notify=said.append)
     with pytest.raises(CameraError, match="did not answer after 3 tries"):
@@ -227,7 +227,7 @@ def test_camera_udp_url_without_a_sender_times_out_and_retries():
     from tests.stream.conftest import free_port  # noqa: E402
 
     said = []
-    src = CameraSource(f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}", clock=SimClock(), retries=2,
+    src = CameraSource(f"udp://127.0.0.1:{free_port(socket.SOCK_DGRAM)}", clock=VirtualClock(), retries=2,
                        backoff=0.1, open_timeout=0.5, notify=said.append)
     t0 = time.monotonic()
     with pytest.raises(CameraError, match="did not answer after 2 tries"):
@@ -240,12 +240,12 @@ def test_camera_udp_url_without_a_sender_times_out_and_retries():
 def test_camera_stream_that_ends_reconnects_then_reports(serve_stream):
     served = serve_stream("http", seconds=1.5, fps=15)
     said = []
-    src = CameraSource(served.url, clock=SystemClock(), retries=2, backoff=0.05, open_timeout=1,
+    src = CameraSource(served.url, clock=RealClock(), retries=2, backoff=0.05, open_timeout=1,
                        read_timeout=1, notify=said.append)
     src.open()
     items = list(src.read())
-    assert isinstance(items[-1], EndOfStream) and items[-1].reason.startswith("error:")
-    assert "did not come back" in items[-1].reason
+    assert isinstance(items[-1], EndOfStream) and items[-1].reason == "source-lost"
+    assert "did not come back" in items[-1].error
     assert any("stream lost" in s for s in said) and any("retrying" in s for s in said)
     assert len(items) > 5 and src.counters["read_failures"] == 1
 
@@ -270,7 +270,7 @@ def play_tone(env, freq, seconds, rate=44100, amp=0.5):
 @pytest.mark.parametrize("native_rate,channels,freq", [(48000, 2, 1000.0), (22050, 1, 700.0)])
 def test_microphone_records_the_tone_through_portaudio(pulse_server, native_rate, channels, freq):
     mic = MicrophoneSource("pulse", sample_rate=16000, native_rate=native_rate, channels=channels,
-                           block_seconds=0.02, clock=SystemClock())
+                           block_seconds=0.02, clock=RealClock())
     mic.open()
     player = play_tone(pulse_server["env"], freq, 2.0)
     chunks = []
@@ -305,7 +305,7 @@ def test_microphone_that_does_not_exist_lists_inputs(pulse_server):
 
 def test_microphone_reader_that_falls_behind_leaves_an_exact_counted_gap(pulse_server):
     mic = MicrophoneSource("pulse", sample_rate=16000, native_rate=48000, channels=1, block_seconds=0.02,
-                           queue_blocks=4, clock=SystemClock())
+                           queue_blocks=4, clock=RealClock())
     mic.open()
     got = []
     stall_at = None
@@ -328,7 +328,7 @@ def test_microphone_reader_that_falls_behind_leaves_an_exact_counted_gap(pulse_s
 
 @needs_ffmpeg
 def test_camera_on_a_file_paced_on_the_clock(llp_clip):
-    clock = SimClock(50.0)
+    clock = VirtualClock(50.0)
     src = CameraSource(llp_clip, clock=clock, paced=True)
     _, video = split(list(src.read()))
     assert clock.now() - 50.0 == pytest.approx(video[-1].t, abs=1e-3)

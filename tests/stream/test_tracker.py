@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from avparse.core.events import Event
+from avparse.stream.grid import SnippetGrid
 from avparse.stream.tracker import (
     SnippetProbs, Tracker, TrackerConfig, events_to_matrices, events_to_segments, segments_to_matrix,
 )
@@ -125,7 +126,7 @@ def test_flush_one_stream_only_and_streams_are_independent():
 
 def test_overlapping_hop_cells():
     # hop 0.5 s: snippet k decides [k*0.5 + 0.25, k*0.5 + 0.75); snippet 0 from 0
-    tr = Tracker(TrackerConfig(hop=0.5), classes=CLASSES)
+    tr = Tracker(TrackerConfig(), classes=CLASSES, grid=SnippetGrid(hop=0.5))
     ev = run(tr, probs([0.1, 0.1, 0.9, 0.9, 0.1], hop=0.5))
     assert brief(ev) == [("onset", 1.25, ""), ("offset", 2.25, "ended")]
 

@@ -27,6 +27,25 @@ def test_event_round_trip_and_documented_fields():
     assert m.event == ev and m.seq == 7 and m.tseq == 3 and m.session == HEAD["session"]
 
 
+def test_one_encoding_event_files_are_wire_bodies_and_the_old_form_is_read_with_a_warning():
+    ev = _offset()
+    onset = Event(kind="onset", stream="cam1", label="Dog", modality="audio", media_time=2.0, score=0.9,
+                  decided_at=3.0)
+    assert Event.from_dict(ev.to_dict()) == ev and Event.from_dict(onset.to_dict()) == onset
+    lines = wire.EventLines("avparse-parse", clock=lambda: 1700000000.5)
+    bodies = [wire.decode_body(lines.line(e).encode()) for e in (onset, ev, onset)]
+    assert [(b["seq"], b["tseq"]) for b in bodies] == [(1, 1), (2, 1), (3, 2)]    # as one publisher session
+    assert {b["session"] for b in bodies} == {lines.session} and bodies[1]["publisher"] == "avparse-parse"
+    assert [Event.from_dict(b) for b in bodies] == [onset, ev, onset]
+    assert {k: v for k, v in bodies[1].items() if k not in HEAD} == ev.to_dict()
+    old = {"kind": "offset", "stream": "cam1", "label": "Dog", "modality": "audiovisual", "media_time": 5.0,
+           "score": 0.81, "decided_at": 6.0, "reason": "ended", "onset_time": 2.0}   # avparse 0.1's event files
+    with pytest.warns(DeprecationWarning, match="old form"):
+        assert Event.from_dict(old) == ev
+    with pytest.raises(ValueError, match="version 2"):
+        Event.from_dict({**ev.to_dict(), "v": 2})
+
+
 def test_onset_has_no_offset_fields_and_heartbeat_stats_round_trip():
     on = Event(kind="onset", stream="mic-2", label="Speech", modality="audio", media_time=1.0, score=0.6)
     t, b = wire.encode_event(on, **HEAD)

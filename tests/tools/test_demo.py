@@ -25,6 +25,7 @@ from avparse.core.media import iter_frames, probe, read_audio
 from avparse.tools.demo_app.drawing import COLORS, Overlay
 from avparse.tools.demo_app.state import OverlayConfig, OverlayState, with_audiovisual
 from avparse.tools.demo_app.recorder import Recorder, RecorderConfig
+from avparse.stream import wire
 from avparse.stream.types import AudioChunk, VideoFrame
 from avparse.tools import common, demo
 from avparse.tools.demo_app.scenes import ChainedScene
@@ -247,7 +248,7 @@ def test_headless_recording_matches_the_published_events(checkpoint, tmp_path, c
     captured = capsys.readouterr()
     assert rc == 0, captured.err
     events_path = tmp_path / "demo.events.jsonl"
-    logged = [Event.from_dict(json.loads(x)) for x in events_path.read_text().splitlines()]
+    logged = [Event.from_dict(wire.decode_body(x.encode())) for x in events_path.read_text().splitlines()]
     assert logged and logged == received
     onsets = {e.key for e in logged if e.kind == "onset"}
     assert {("scene", ALWAYS_ON, m) for m in ("audio", "visual", "audiovisual")} <= onsets

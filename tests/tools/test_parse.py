@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 
 import numpy as np
 import pytest
@@ -11,9 +10,11 @@ import torch
 from avparse.core.events import Event
 from avparse.core.han import HANConfig, build_han
 from avparse.core.labels import LLP_CLASSES
+from avparse.stream import wire
+from avparse.stream.clock import RealClock, VirtualClock
 from avparse.stream.offline import parse_source
-from avparse.stream.pipeline import EventLog, RealClock, Runtime, VirtualClock, pipeline_config
-from avparse.stream.sources import FileSource, SimClock
+from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
+from avparse.stream.sources import FileSource
 from avparse.tools import common, parse
 from avparse.tools.harness.standins import StatsExtractor, stand_in
 
@@ -86,7 +87,7 @@ def test_parse_llp_clip_with_real_checkpoint_equals_runtime(capsys, tiny_checkpo
     rc = parse.main([str(llp_clip), "--model", str(tiny_checkpoint), "--json"])
     assert rc == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    events = [Event.from_dict(json.loads(x)) for x in lines]
+    events = [Event.from_dict(wire.decode_body(x.encode())) for x in lines]   # the wire body, checked
     assert events and all(e.stream == "BjCEufrlXm4" for e in events)
     assert max(e.media_time for e in events) <= 10.0
     opened = {e.key for e in events if e.kind == "onset"}
@@ -130,7 +131,7 @@ def test_live_equals_offline_on_llp_clip(llp_clip, hop, lookahead):
         return
     # paced by the source on a simulated clock (instant, but with pacing time stamps)
     log = EventLog()
-    src = FileSource(llp_clip, sample_rate=16000, paced=True, clock=SimClock())
+    src = FileSource(llp_clip, sample_rate=16000, paced=True, clock=VirtualClock())
     rt = Runtime(cfg, han, ext, [src], clock=VirtualClock(), classes=LLP_CLASSES)
     rt.add_sink(log)
     rt.run()

@@ -25,6 +25,7 @@ from avparse.tools.common import (
     load_checkpoint,
     model_path,
     open_publisher,
+    stream_name,
 )
 
 from .recorder import RecorderConfig
@@ -126,12 +127,6 @@ class TerminalSink:
         pass
 
 
-def _stream_name(text: str) -> str:
-    import re
-
-    return re.sub(r"[^A-Za-z0-9_-]", "_", text)[:64] or "stream"
-
-
 def _kinds(source):
     from avparse.stream.pipeline import source_kinds
 
@@ -146,7 +141,7 @@ def _watch(cfg: DemoConfig, profile):
     from avparse.stream.sources import SceneSource
 
     if cfg.file or cfg.live:
-        spec = StreamSpec(name=_stream_name(Path(cfg.file).stem if cfg.file else "camera" if cfg.camera else "mic"),
+        spec = StreamSpec(name=stream_name(Path(cfg.file).stem if cfg.file else "camera" if cfg.camera else "mic"),
                           file=cfg.file, camera=cfg.camera, mic=cfg.mic)
         where = (f"file {Path(cfg.file).name}" if cfg.file else
                  " + ".join(x for x in (f"camera {cfg.camera}" if cfg.camera else "",
@@ -173,7 +168,8 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
     """The demo until the media ends, `q`, or ``stopped`` (set by the caller's signal handler);
     ``notice``: a line printed before the recording starts."""
     from avparse.core.media import MediaError
-    from avparse.stream.pipeline import RealClock, Runtime, pipeline_config
+    from avparse.stream.clock import RealClock
+    from avparse.stream.pipeline import Runtime, pipeline_config
     from avparse.stream.sources import SourceError
     from avparse.stream.types import AudioChunk, VideoFrame
 
@@ -235,7 +231,7 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
             raise UserError(f"pipeline options: {e}") from None
         extractor = checkpoint_extractor(loaded, device=cfg.device, weights=cfg.extractor_weights)
         runtime = Runtime(config, loaded, extractor, tapped, clock=RealClock())
-        runtime.pipeline.on_probs(state.probs)
+        runtime.pipeline.observe(state)
         for sink in (publisher, state, recorder, event_file, None if cfg.quiet else TerminalSink()):
             if sink is not None:
                 runtime.add_sink(sink)

@@ -10,14 +10,14 @@ drops what overlaps), so picture and sound stay in sync. Each pipe has its own
 writer thread, so a full pipe never stalls the other one (no deadlock with
 ffmpeg reading its inputs in any order).
 
-It is also a runtime sink: ``emit(event)`` appends ``event.to_dict()`` as one
-JSON line to ``events_path`` (flushed per line; ``Event.from_dict`` reads it
-back; :class:`EventFile` alone does only that). ``close()`` finalises both.
+It is also a runtime sink: ``emit(event)`` appends the event's wire body (the
+one event encoding, ``avparse.stream.wire.EventLines``) as one JSON line to
+``events_path``, flushed per line (``wire.decode_body`` or ``Event.from_dict``
+read it back; :class:`EventFile` alone does only that). ``close()`` finalises both.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import queue
 import shutil
@@ -116,10 +116,13 @@ class _Pipe:
 
 
 class EventFile:
-    """A runtime sink writing each event as one JSON line (``event.to_dict()``), flushed per line."""
+    """A runtime sink writing each event as one JSON line (its wire body), flushed per line."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, publisher: str = "avparse-demo"):
+        from avparse.stream.wire import EventLines
+
         self.path = str(path)
+        self._lines = EventLines(publisher)
         self.events = 0
         self._f = None
         self._lock = threading.Lock()
@@ -134,7 +137,7 @@ class EventFile:
     def emit(self, event: Event) -> None:
         with self._lock:
             if self._f is not None:
-                self._f.write(json.dumps(event.to_dict(), separators=(",", ":")) + "\n")
+                self._f.write(self._lines.line(event) + "\n")
                 self._f.flush()
                 self.events += 1
 

@@ -2,7 +2,7 @@
 
 :class:`OverlayState` collects what the picture shows, from any thread:
 audio and video chunks (``audio``/``frame``, fed by a tap on the sources),
-snippet probabilities (``probs``, a Pipeline probability listener: the
+snippet probabilities (``prediction``, as a Pipeline observer: the
 decision frontier and the latency), events (``emit``: it is a runtime sink)
 and the runtime's stats (``stats``). ``view(t)`` copies what a picture at
 media time ``t`` needs into a :class:`View`. Numpy only; it never reads the
@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from avparse.core.events import Event
+from avparse.stream.types import StageObserver
 
 
 @dataclass(frozen=True)
@@ -77,8 +78,9 @@ class View:
     ended: bool = False                       # the stream has ended
 
 
-class OverlayState:
-    """What the demo picture shows, collected from the runtime's threads (thread-safe).
+class OverlayState(StageObserver):
+    """What the demo picture shows, collected from the runtime's threads (thread-safe). It is a
+    runtime sink (events, stats) and a Pipeline observer (``prediction``: every snippet's decision).
 
     Everything it learns is stamped with the media time received when it learnt it
     (``known``: the newest audio's end), so ``view(t, as_of=t)`` draws exactly what a
@@ -148,8 +150,8 @@ class OverlayState:
                 self._frames.popleft()
             self.video_end = max(self.video_end, frame.t)
 
-    def probs(self, p) -> None:
-        """The SnippetProbs of one snippet, as the tracker receives it."""
+    def prediction(self, p) -> None:
+        """The SnippetProbs of one snippet, as the tracker receives it (a Pipeline observer hook)."""
         with self._lock:
             lat = comp = None
             if self._offsets and p.wall_time:

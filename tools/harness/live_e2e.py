@@ -142,25 +142,24 @@ class _TimedPublisher:
         self.pub.stats(d)
 
 
-def _probe_pipeline(pipe, probes: Probes) -> None:
-    """Wrap the inference and tracker stages' push (instance attributes of this run's Pipeline)."""
-    inf_push = pipe.inference.push
-    trk_push = pipe.tracker.push
+def _probe(probes: Probes):
+    """A Pipeline observer recording when each snippet reaches inference and what the tracker costs
+    per prediction (and which prediction each event came from)."""
+    from avparse.stream.types import StageObserver
 
-    def inference_push(snippet, *, now=None):
-        probes.snippets.append((snippet.stream, snippet.index, snippet.t0, time.monotonic()))
-        return inf_push(snippet, now=now)
+    class Probe(StageObserver):
+        def snippet(self, s):
+            probes.snippets.append((s.stream, s.index, s.t0, time.monotonic()))
 
-    def tracker_push(p):
-        t = time.monotonic()
-        out = trk_push(p)
-        probes.predictions.append((p.stream, p.index, p.t0, p.decided_at, t, time.monotonic()))
-        for e in out:
-            probes.event_pred[id(e)] = len(probes.predictions) - 1
-        return out
+        def prediction(self, p):
+            self.t = time.monotonic()
 
-    pipe.inference.push = inference_push
-    pipe.tracker.push = tracker_push
+        def tracked(self, p, events):
+            probes.predictions.append((p.stream, p.index, p.t0, p.decided_at, self.t, time.monotonic()))
+            for e in events:
+                probes.event_pred[id(e)] = len(probes.predictions) - 1
+
+    return Probe()
 
 
 # ----------------------------------------------------------------- the subscriber
@@ -268,9 +267,9 @@ def make_scenes(spec: RunSpec, scene_config=None):
 def run_live(loaded, extractor, option: LiveOption, spec: RunSpec, *, device: str = "cpu",
              scenes=None) -> dict:
     """Run the live runtime once; return the raw records (see ``summarize``)."""
-    from avparse.stream.pipeline import Runtime, VirtualClock, pipeline_config
+    from avparse.stream.clock import RealClock, VirtualClock
+    from avparse.stream.pipeline import Runtime, pipeline_config
     from avparse.stream.publisher import Publisher, PublisherConfig
-    from avparse.stream.source_base import SystemClock
     from avparse.stream.sources import SceneSource
 
     profile = loaded.profile
@@ -279,13 +278,13 @@ def run_live(loaded, extractor, option: LiveOption, spec: RunSpec, *, device: st
     config = pipeline_config(profile=profile, hop=option.hop, window=spec.window, lookahead=option.lookahead,
                              max_batch=spec.max_batch, device=device, backend=option.backend)
     probes = Probes()
-    clock = VirtualClock() if fast else SystemClock()
+    clock = VirtualClock() if fast else RealClock()
     sources = [_OriginSource(SceneSource(sc, sample_rate=profile.sample_rate, paced=not fast,
                                          speed=spec.speed if not fast else 1.0, name=sc.name), probes, spec.speed)
                for sc in scenes]
     runtime = Runtime(config, _TimedModel(loaded.model, probes), _TimedExtractor(extractor, probes), sources,
                       clock=clock, classes=loaded.classes)
-    _probe_pipeline(runtime.pipeline, probes)
+    runtime.pipeline.observe(_probe(probes))
     publisher = Publisher(PublisherConfig(pub="tcp://127.0.0.1:*", snapshot="tcp://127.0.0.1:*",
                                           name="avparse-bench")).open()
     sub = None

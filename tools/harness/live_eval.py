@@ -113,7 +113,8 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
     """Run every clip through the Runtime; (pred_a [N,C,T], pred_v [N,C,T], info)."""
     import torch
 
-    from avparse.stream.pipeline import EventLog, Runtime, VirtualClock, pipeline_config
+    from avparse.stream.clock import VirtualClock
+    from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
     from avparse.stream.sources import FileSource
     from avparse.stream.tracker import TrackerConfig, events_to_matrices
 

@@ -161,11 +161,11 @@ def stage_capture(loaded, cfg: BenchLiveConfig, hops=(1.0,)) -> dict:
     out = {"render_ms_per_media_second": spread([t / secs for t in t_render], 1000),
            "scene": f"{scene.width}x{scene.height} at {scene.fps} fps, audio {scene.sample_rate} Hz"}
     for hop in sorted(set(hops), reverse=True):
-        acfg = pipeline_config(profile=prof, hop=hop).assembler
+        pc = pipeline_config(profile=prof, hop=hop)
         n = [0]
 
         def assemble():
-            asm = SnippetAssembler(acfg, stream="c")
+            asm = SnippetAssembler(pc.assembler, grid=pc.grid, stream="c")
             k = 0
             for c in chunks:
                 k += len(asm.push(c))

@@ -72,7 +72,7 @@ def match(marks, events, tolerance: float):
 
 
 def _event_key(d: dict) -> tuple:
-    return (d["kind"], d["stream"], d["label"], d["modality"], round(float(d["media_time"]), 6))
+    return (d["type"], d["stream"], d["class"], d["modality"], round(float(d["media_time"]), 6))
 
 
 PARTS = ("evidence", "capture", "batch wait", "extraction", "HAN", "tracking + publishing", "transport")
@@ -203,15 +203,15 @@ def summarize(raw: dict, *, tolerance: float = 1.0) -> dict:
         if t_rx is None:
             continue
         w = wall_of(d["stream"], d["media_time"])
-        closing = d["kind"] == "offset" and d.get("reason") != "ended"
+        closing = d["type"] == "offset" and d.get("reason") != "ended"
         if not closing:
-            rx_events.append((d["label"], d["modality"], d["kind"], d["media_time"], (t_rx, d)))
+            rx_events.append((d["class"], d["modality"], d["type"], d["media_time"], (t_rx, d)))
         if w is None or closing:
             continue
         if d["media_time"] <= 1e-9:  # on from the stream's start: it did not happen during the stream
             at_start += 1
             continue
-        ev_lat[d["kind"]].append(t_rx - w)
+        ev_lat[d["type"]].append(t_rx - w)
         if pi is None:
             continue
         s, idx, t0, dec, a, b = p.predictions[pi]

@@ -74,30 +74,29 @@ def where_plot(e2e: dict, path: Path) -> Path:
     plt = _plt()
     names = list(e2e)
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(11, 4.4))
-    bottom = [0.0] * len(names)
-    for part, colour in zip(PARTS, PART_COLOURS):
-        vals = [(e2e[n].get("latency_parts") or {}).get(part) or 0.0 for n in names]
-        a1.bar(names, vals, bottom=bottom, label=part, color=colour)
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    a1.set_ylabel("mean seconds per event")
-    a1.set_title("Latency of an event, by part")
-    a1.legend(fontsize=7, loc="upper left")
-    a1.tick_params(axis="x", rotation=30)
-    bottom = [0.0] * len(names)
-    for stage, colour in STAGE_COLOURS.items():
-        vals = [e2e[n]["compute"]["where_ms_per_snippet"][stage] for n in names]
-        a2.bar(names, vals, bottom=bottom, label=stage, color=colour)
-        bottom = [b + v for b, v in zip(bottom, vals)]
-    a2.set_ylabel("ms of compute per snippet")
-    a2.set_title("Compute per snippet, by stage")
-    a2.legend(fontsize=7, loc="upper left")
-    a2.tick_params(axis="x", rotation=30)
+    _stacked(a1, names, {part: [(e2e[n].get("latency_parts") or {}).get(part) or 0.0 for n in names]
+                         for part in PARTS}, PART_COLOURS, "mean seconds per event", "Latency of an event, by part")
+    _stacked(a2, names, {stage: [e2e[n]["compute"]["where_ms_per_snippet"][stage] for n in names]
+                         for stage in STAGE_COLOURS}, STAGE_COLOURS.values(), "ms of compute per snippet",
+             "Compute per snippet, by stage")
     for ax in (a1, a2):
         ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _stacked(ax, names, series: dict, colours, ylabel: str, title: str) -> None:
+    """One bar per name, ``series`` (label -> a value per name) stacked in order."""
+    bottom = [0.0] * len(names)
+    for (label, vals), colour in zip(series.items(), colours):
+        ax.bar(names, vals, bottom=bottom, label=label, color=colour)
+        bottom = [b + v for b, v in zip(bottom, vals)]
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(fontsize=7, loc="upper left")
+    ax.tick_params(axis="x", rotation=30)
 
 
 def capacity_plot(cap: dict, path: Path) -> Path:

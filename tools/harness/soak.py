@@ -170,7 +170,8 @@ def run(cfg: SoakConfig) -> int:
         raise UserError("--speed and --interval must be > 0")
     from avparse.core.checkpoint import CheckpointError, load_model
     from avparse.core.extractors import build_extractor
-    from avparse.stream.pipeline import RealClock, Runtime, VirtualClock, pipeline_config
+    from avparse.stream.clock import RealClock, VirtualClock
+    from avparse.stream.pipeline import Runtime, pipeline_config
     from avparse.stream.publisher import Publisher, PublisherConfig, PublisherError
     from avparse.stream.sources import SceneSource
     from avparse.stream.tracker import TrackerConfig
