@@ -29,6 +29,7 @@ from .common import (
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.inference import InferenceConfig
     from avparse.stream.tracker import TrackerConfig
 
@@ -41,7 +42,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="one JSON object per event per line (the wire body of docs/eventstream.md)")
     p.add_argument("--stream", default=None, help="stream name in the events (default: the file's stem)")
     g = p.add_argument_group("pipeline")
-    g.add_argument("--hop", type=float, default=inf.hop, help="seconds between snippets (< 1: overlapping)")
+    g.add_argument("--hop", type=float, default=SnippetGrid.hop, help="seconds between snippets (< 1: overlapping)")
     g.add_argument("--window", type=int, default=inf.window, help="snippets per HAN window")
     g.add_argument("--lookahead", type=int, default=inf.lookahead, help="1 s steps of future context")
     g.add_argument("--max-batch", type=int, default=inf.max_batch, help="snippets per extractor batch")

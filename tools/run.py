@@ -48,13 +48,14 @@ class RunSpec:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.inference import InferenceConfig
     from avparse.stream.publisher import PublisherConfig
 
     inf, pub = InferenceConfig(), PublisherConfig()
     p = argparse.ArgumentParser(prog="avparse run", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=f"Defaults: hop {inf.hop:g} s, window {inf.window}, lookahead {inf.lookahead}, "
+                                epilog=f"Defaults: hop {SnippetGrid.hop:g} s, window {inf.window}, lookahead {inf.lookahead}, "
                                        f"PUB {pub.pub}, snapshot {pub.snapshot}.")
     g = p.add_argument_group("what to watch (one stream; several: --config)")
     g.add_argument("--config", metavar="TOML", help="TOML file describing one or more streams")

@@ -90,6 +90,7 @@ def test_corrupt_file_is_a_reported_fault_and_its_events_are_closed(media_files,
 @pytest.mark.parametrize("name,snippets", [
     ("av", 2), ("audio_only", 2), ("8k_mono", 2), ("96k_8ch", 2), ("vfr", 2), ("4k", 1),
 ])
+@pytest.mark.slow
 def test_odd_media_parse_whole_with_sane_events(media_files, tiny_model, name, snippets):
     events, stats = parse_file(tiny_model, media_files[name])
     assert stats["snippets"] == snippets, stats
@@ -101,6 +102,7 @@ def test_odd_media_parse_whole_with_sane_events(media_files, tiny_model, name, s
     assert st["nonfinite_audio"] == 0
 
 
+@pytest.mark.slow
 def test_4k_frames_reach_the_extractor_at_full_size_then_are_resized(media_files, tiny_model):
     seen = []
     loaded, ext = tiny_model
@@ -279,12 +281,13 @@ def test_run_refuses_a_checkpoint_of_another_profile(capsys, tiny_ckpt):
     assert "profile" in line and "lite" in line, line
 
 
+@pytest.mark.slow
 def test_parse_of_a_file_corrupt_mid_way_prints_its_events_then_fails(capsys, media_files, tiny_ckpt):
     rc = parse_tool.main([str(media_files["corrupt"]), "--model", str(tiny_ckpt), "--json", "--on", str(ON)])
     out, err = capsys.readouterr()
     lines = [json.loads(ln) for ln in out.splitlines() if ln.strip()]
     assert rc == 1
-    assert lines and all(ln["kind"] in ("onset", "offset") for ln in lines)   # nothing lost before the damage
+    assert lines and all(ln["type"] in ("onset", "offset") for ln in lines)   # nothing lost before the damage
     errors = [ln for ln in err.splitlines() if ln.startswith("avparse: error:")]
     assert len(errors) == 1 and "corrupt.mp4" in errors[0] and "stopped at" in errors[0], err
     assert "Traceback" not in err

@@ -336,17 +336,10 @@ def test_camera_on_a_file_paced_on_the_clock(llp_clip):
         assert f.wall_time - 50.0 == pytest.approx(f.t, abs=1e-3)
 
 
-def test_sources_accept_a_clock_with_only_now_and_expose_kinds():
-    class NowOnly:
-        def __init__(self):
-            self.t0 = time.monotonic()
-
-        def now(self):
-            return time.monotonic() - self.t0
-
+def test_sources_pace_on_the_runtime_clock_and_expose_kinds():
     scene = ToneScene()
     scene.duration = 0.3
-    src = SceneSource(scene, paced=True, clock=NowOnly(), sample_rate=16000)
+    src = SceneSource(scene, paced=True, clock=RealClock(), sample_rate=16000)   # the runtime's own clock
     assert src.kinds == {"audio", "video"}
     t0 = time.monotonic()
     audio, video = split(list(src.read()))
