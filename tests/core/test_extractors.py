@@ -90,6 +90,7 @@ def published_dir(tmp_path_factory):
     return d, vgg, pca
 
 
+@pytest.mark.slow
 def test_missing_weights_name_every_file_and_where_to_put_it(tmp_path, monkeypatch):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path / "th"))
     with pytest.raises(WeightsNotFoundError) as e:
@@ -102,6 +103,7 @@ def test_missing_weights_name_every_file_and_where_to_put_it(tmp_path, monkeypat
         build_extractor("paper", weights=tmp_path / "mine")
 
 
+@pytest.mark.slow
 def test_paper_weights_load_from_a_named_dir_and_from_the_hub_cache(published_dir, tmp_path, monkeypatch):
     from avparse.core.weights import find_weight_file
 
@@ -191,6 +193,7 @@ def lite():
     return _calibrate(build_extractor("lite", weights="random"), *_rand_snippets(4, LITE, seed=9))
 
 
+@pytest.mark.slow
 def test_one_call_extracts_many_snippets_like_one_at_a_time(lite):
     audio, frames = _rand_snippets(3, LITE)
     with torch.inference_mode():
@@ -214,6 +217,7 @@ def test_input_contract_is_checked(lite):
         lite(audio, frames.astype(np.float32))
 
 
+@pytest.mark.slow
 def test_lite_trains_and_its_state_round_trips(tmp_path):
     torch.manual_seed(1)
     ext = build_extractor("lite", weights="random")
@@ -251,6 +255,7 @@ def test_tensorrt_without_gpu_falls_back_to_compile_with_one_warning():
         build_extractor("lite", weights="random", backend="onnx")
 
 
+@pytest.mark.slow
 def test_cpu_bf16_is_close_to_fp32(lite):
     """bf16 autocast (opt-in, approximate): a sanity bound, not an accuracy
     claim. Relative L2 error of every feature below 1e-1; measured here ~4.5e-2

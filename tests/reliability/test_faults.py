@@ -8,6 +8,9 @@ its stream with "source-lost" while the others go on (tests/stream/test_pipeline
 subscriber sees a gap and a publisher restart is detected and resynchronised
 (tests/stream/test_client.py), emit never blocks on a subscriber that never reads
 (tests/stream/test_publisher.py).
+
+Over 500 lines on purpose: the fault scenarios that need real parts share their helpers here (an
+FFmpeg UDP sender, a paced audio stand-in, the tiny model), one scenario per test.
 """
 
 from __future__ import annotations
@@ -92,6 +95,7 @@ def read_for(src, seconds: float, pause=None):
 
 # ------------------------------------------------------------------------- camera stops, comes back
 @needs_ffmpeg
+@pytest.mark.slow
 def test_network_camera_that_stalls_then_resumes_keeps_one_stream():
     """The sender is frozen (SIGSTOP) for 2 s, shorter than the read timeout: the source waits,
     then frames flow again on the same capture; media time keeps going forward."""
@@ -128,6 +132,7 @@ def test_network_camera_that_stalls_then_resumes_keeps_one_stream():
 
 
 @needs_ffmpeg
+@pytest.mark.slow
 def test_network_camera_that_drops_and_reconnects():
     """The sender dies; a new one starts on the same address 2 s later: the source reports the
     loss, reconnects, and frames continue with media time going forward."""
@@ -257,6 +262,7 @@ def _offset(label, t, on, stream="cam1"):
     return Event("offset", stream, label, "audio", t, 0.2, t + 1, reason="ended", onset_time=on)
 
 
+@pytest.mark.slow
 def test_slow_subscriber_costs_the_publisher_nothing_and_sees_a_gap():
     """One subscriber that stops reading, one that keeps up, 30000 events: emit time per event
     and the publisher's memory stay flat; the fast one gets every event with no gap; the slow

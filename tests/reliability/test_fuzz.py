@@ -180,6 +180,7 @@ def test_subscriber_swallows_any_received_frames():
         assert isinstance(item, (Gap, Restart)) or (item.type in wire.TYPES and isinstance(item.seq, int))
 
 
+@pytest.mark.slow
 def test_snapshot_service_answers_or_drops_every_fuzzed_request_and_keeps_serving():
     zmq = pytest.importorskip("zmq")
 
@@ -225,6 +226,7 @@ def test_snapshot_service_answers_or_drops_every_fuzzed_request_and_keeps_servin
     assert answered > 350 and errors > 100, (answered, errors)
 
 
+@pytest.mark.slow
 def test_run_configuration_gives_user_errors_only(tmp_path):
     """Structurally mutated TOML run files (values of every type in every key, tables where
     values were, unknown keys): load_toml parses them or raises one-line UserErrors; what it
@@ -280,6 +282,7 @@ def test_run_configuration_gives_user_errors_only(tmp_path):
     assert outcomes["user"] > CASES // 3 and outcomes["ok"] > 50, outcomes
 
 
+@pytest.mark.slow
 def test_checkpoint_bytes_give_checkpoint_errors_only(tmp_path):
     torch = pytest.importorskip("torch")
     from avparse.core.checkpoint import CheckpointError, load_model, save_checkpoint

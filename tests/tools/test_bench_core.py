@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from avparse.tools import bench
 from avparse.tools.harness import bench_core
 
 
+@pytest.mark.slow
 def test_bench_core_quick_prints_figures(llp_dir, capsys):
     assert bench.main(["core", "--quick", "--llp-dir", str(llp_dir)]) == 0
     out = capsys.readouterr().out

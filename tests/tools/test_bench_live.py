@@ -17,6 +17,7 @@ from avparse.tools.harness.live_summary import match, truth_marks
 from avparse.tools.harness.timing import slope, spread
 
 
+@pytest.mark.slow
 def test_quick_smoke_writes_every_section(tmp_path, capsys):
     out = tmp_path / "res"
     assert bench.main(["live", "--quick", "--threads", "1", "--minutes", "0.05", "--out", str(out)]) == 0
@@ -137,6 +138,7 @@ def test_gpu_streams_estimate_and_missing_gpu(tmp_path, capsys):
         assert "no CUDA device" in capsys.readouterr().err and not (tmp_path / "g.json").exists()
 
 
+@pytest.mark.slow
 def test_gpu_bench_training_section_at_dry_run_sizes():
     """The GPU script's training section, run through its CPU fallback: both contenders and the
     real trainer in both precisions produce figures (the H100 figures come from the same code)."""

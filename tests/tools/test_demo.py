@@ -220,6 +220,7 @@ def test_a_start_that_fails_leaves_no_files(capsys, checkpoint, tmp_path):
 
 
 # ---------------------------------------------------------------------------- headless
+@pytest.mark.slow
 def test_headless_recording_matches_the_published_events(checkpoint, tmp_path, capsys):
     """4 s of generated scene: 40 frames at 10 fps, sound in sync with the scene, the overlay
     drawn, and the events file equal to the events a ZeroMQ subscriber received."""
@@ -381,6 +382,7 @@ def _press_q(display) -> bool:
     return True
 
 
+@pytest.mark.slow
 def test_window_under_xvfb_shows_the_timeline_and_q_quits(checkpoint, tmp_path, xvfb):
     import cv2
 
@@ -440,6 +442,7 @@ def _stream_fixtures():
 pulse_server = _stream_fixtures().pulse_server
 
 
+@pytest.mark.slow
 def test_camera_and_microphone_are_recorded_with_their_events(checkpoint, tmp_path, pulse_server):
     """`--camera FILE --mic DEVICE`: OpenCV capture and PortAudio (a PulseAudio null sink's
     monitor, playing a tone) on separate clocks, live; the recording has the tone and the picture."""

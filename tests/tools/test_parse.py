@@ -111,6 +111,7 @@ def test_parse_llp_clip_with_real_checkpoint_equals_runtime(capsys, tiny_checkpo
 # ---------------------------------------------------------------------------------------------
 # live equals offline on the real clip, with a cheap stand-in extractor (the point is the pipeline)
 @pytest.mark.parametrize("hop,lookahead", [(1.0, 0), (0.5, 1)])
+@pytest.mark.slow
 def test_live_equals_offline_on_llp_clip(llp_clip, hop, lookahead):
     m = stand_in(LLP_CLASSES)
     han, ext, profile = m.model, StatsExtractor(), m.profile
