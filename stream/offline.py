@@ -15,7 +15,7 @@ from typing import Sequence
 from avparse.core.events import Event
 
 from .clock import VirtualClock
-from .pipeline import Pipeline, PipelineConfig, no_audio_error, source_kinds
+from .pipeline import Pipeline, PipelineConfig, classes_of, no_audio_error, source_kinds
 from .types import AudioChunk, EndOfStream
 
 
@@ -31,9 +31,7 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
         classes = classes if classes is not None else model.classes
         model = model.model
     if classes is None:
-        from .pipeline import _classes_of
-
-        classes = _classes_of(model, None)
+        classes = classes_of(model, None)
     clock = VirtualClock()
     pipe = Pipeline(config, model, extractor, classes=classes, timer=time.perf_counter)
     events: list[Event] = []

@@ -67,12 +67,10 @@ def pipeline_config(*, profile=None, hop: float = SnippetGrid.hop, window: int =
                           tracker=tracker or TrackerConfig(), **runtime)
 
 
+@dataclass
 class _Timing:
-    __slots__ = ("seconds", "calls")
-
-    def __init__(self):
-        self.seconds = 0.0
-        self.calls = 0
+    seconds: float = 0.0   # time spent in one stage (the Pipeline's timer)
+    calls: int = 0         # calls of that stage
 
 
 class Pipeline:
@@ -221,7 +219,8 @@ def no_audio_error(name: str, sources) -> SourceError:
                        f"give a file with an audio track, or a microphone with the camera")
 
 
-def _classes_of(model, classes):
+def classes_of(model, classes):
+    """``classes``, else the LLP classes for 25 (or unknown) model outputs, else class0, class1, ..."""
     if classes is not None:
         return tuple(classes)
     n = getattr(getattr(model, "config", None), "num_classes", None)
@@ -286,7 +285,7 @@ class Runtime:
         names = [getattr(s, "name", None) for s in self.sources]
         if not self.sources or any(not n for n in names):
             raise ValueError("every source needs a stream name, and there must be at least one source")
-        self.classes = _classes_of(model, classes)
+        self.classes = classes_of(model, classes)
         self.pipeline = Pipeline(config, model, extractor, classes=self.classes, timer=time.perf_counter)
         self.sinks: list = []
         self._q: queue.Queue = queue.Queue(maxsize=config.queue_size)
