@@ -1,0 +1,419 @@
+"""The Python API behind ``avparse.load``: a model by name or path, parsing a file, streaming events.
+
+    import avparse
+    parser = avparse.load("demo")             # or "llp", or a checkpoint path
+    segments = parser.parse("clip.mp4")       # [Segment(label, modality, onset, offset, score)]
+    for event in parser.stream(camera=0, mic="default"):   # typed Events as they are decided
+        print(event.label, event.modality, event.kind, event.media_time)
+
+A name is looked up in the registry (``avparse.core.registry``): its files are
+fetched on first use, verified and cached (``avparse.core.hub``); a path is a
+checkpoint written by ``avparse train`` or the authors' ``MMIL_Net.pt``. The
+commands (``avparse parse/run/demo --model NAME|PATH``) use the same
+functions, so the two give the same model, extractors and events.
+
+It lives in ``tools`` because it wires core (models, extractors) and stream
+(sources, runtime) together, which only ``tools`` may do.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import sys
+import threading
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Optional, TextIO
+
+
+class ModelError(Exception):
+    """A model that cannot be had: unknown name, missing file, failed download or check (one line)."""
+
+
+@dataclass(frozen=True)
+class ModelOptions:
+    device: str = "cpu"                  # torch device of the extractors and HAN ("cpu", "cuda", "cuda:1")
+    precision: str = "auto"              # extractors: "auto" (fp16 on CUDA, fp32 on CPU), "fp32", "bf16" (CPU), "fp16"
+    backend: str = "eager"               # extractors: "eager", "compile", "tensorrt"
+    profile: Optional[str] = None        # feature profile for a checkpoint that stores none (the authors': paper-pca)
+    extractor_weights: Optional[str] = None  # folder searched first for published extractor files
+    offline: Optional[bool] = None       # never download (None: $AVPARSE_OFFLINE)
+    mirror: Optional[str] = None         # base address serving the files by name (None: $AVPARSE_MIRROR)
+    threads: Optional[int] = None        # torch CPU threads (None: avparse.tools.api.pick_threads(); 0: leave torch's)
+
+
+@dataclass(frozen=True)
+class Resolved:
+    path: Path                  # the checkpoint file
+    entry: object               # the registry's ModelEntry, or None for a path
+    name: str                   # the registry name, or the file name
+
+
+def default_progress() -> TextIO | None:
+    """Where download progress goes: stderr (a bar when it is a terminal, one line per file otherwise)."""
+    return sys.stderr
+
+
+def resolve(spec: str | os.PathLike | None, options: ModelOptions = ModelOptions(), *,
+            progress: TextIO | None = None) -> Resolved:
+    """The checkpoint of ``spec`` (a registry name, default "demo", or a path), fetched and verified,
+    with every extractor file of the entry's profile (so a first run downloads everything at once)."""
+    from avparse.core import hub, registry
+
+    spec = registry.DEFAULT_MODEL if spec is None else spec
+    text = os.fspath(spec)
+    if text in registry.MODELS:
+        entry = registry.MODELS[text]
+        if options.profile and options.profile != entry.profile and options.profile not in entry.profiles:
+            choices = ", ".join((entry.profile,) + tuple(entry.profiles))
+            raise ModelError(f"model {entry.name} runs on feature profile {choices}, not {options.profile}")
+        if entry.bundled:
+            from importlib.resources import files
+
+            path = Path(str(files("avparse.core") / "assets" / entry.bundled))
+            if not path.is_file():
+                raise ModelError(f"the bundled {entry.name} model is missing ({path}); rebuild it with "
+                                 "`avparse bundle` or pass --model with another name or a checkpoint")
+            fetch_files(entry.extractor_files(options.profile), options, progress=progress)
+            return Resolved(path, entry, entry.name)
+        dirs = [options.extractor_weights] if options.extractor_weights else []
+        paths = _fetch(entry.files(options.profile), options, dirs=dirs, progress=progress)
+        return Resolved(paths[0], entry, entry.name)
+    path = Path(text)
+    if not path.is_file():
+        hint = "" if os.sep in text or text.endswith((".pt", ".pth")) else \
+            f" (known model names: {', '.join(registry.MODELS)}; `avparse models` lists them)"
+        raise ModelError(f"{text}: no such checkpoint file or model name{hint}")
+    return Resolved(path, None, path.name)
+
+
+def _fetch(files, options: ModelOptions, *, dirs=(), progress=None) -> list:
+    from avparse.core import hub
+
+    try:
+        return hub.fetch(files, dirs=dirs, offline=options.offline, mirror=options.mirror, progress=progress)
+    except (hub.WeightsNotFoundError, hub.WeightsError, hub.DownloadError) as e:
+        raise ModelError(str(e)) from None
+
+
+def fetch_files(files, options: ModelOptions, *, progress=None) -> list:
+    """Fetch and verify published extractor files (looked for in ``options.extractor_weights`` first)."""
+    dirs = [options.extractor_weights] if options.extractor_weights else []
+    return _fetch(files, options, dirs=dirs, progress=progress) if files else []
+
+
+def check_device(device: str) -> None:
+    """A torch device that exists here, else a ModelError (not torch's traceback)."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ModelError(f"device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ModelError(f"device {device}: no CUDA GPU is usable here; use cpu")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise ModelError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+
+
+def pick_threads() -> int:
+    """torch CPU threads for inference: the CPUs this process may use, but at most 2 fewer threads
+    than that when other processes keep CPUs busy, so the intra-op threads do not wait on each other
+    (see docs/benchmarks.md, "threads"). Set ``AVPARSE_THREADS`` to override."""
+    env = os.environ.get("AVPARSE_THREADS", "").strip()
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    try:
+        busy = os.getloadavg()[0]
+    except OSError:
+        busy = 0.0
+    free = cpus - int(busy + 0.5)
+    return max(1, min(cpus, free if free >= 1 else 1))
+
+
+def set_threads(threads: Optional[int]) -> int:
+    """Apply ``threads`` (None: pick_threads(); 0: leave torch's setting) and return torch's count."""
+    import torch
+
+    if threads is None:
+        threads = pick_threads()
+    if threads > 0 and torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    return torch.get_num_threads()
+
+
+def load_parts(spec, options: ModelOptions = ModelOptions(), *, progress: TextIO | None = None):
+    """(Resolved, LoadedModel, Extractor): what the commands and ``load`` build a pipeline from."""
+    from avparse.core import registry
+    from avparse.core.checkpoint import CheckpointError, load_model
+    from avparse.core.extractors import build_extractor
+    from avparse.core.extractors.backends import BackendError
+    from avparse.core.extractors.extractor import ExtractorOptions
+    from avparse.core.hub import WeightsError, WeightsNotFoundError
+
+    check_device(options.device)
+    res = resolve(spec, options, progress=progress)
+    try:
+        loaded = load_model(res.path, device=options.device, profile=options.profile)
+    except CheckpointError as e:
+        raise ModelError(f"{e}; pass --model with a model name or a checkpoint written by avparse train") from None
+    weights = loaded.extractor_state
+    if weights is None:
+        # a checkpoint without bundled extractors runs on the published files of its profile
+        fetch_files(registry.PROFILE_FILES.get(loaded.profile.name, ()), options, progress=progress)
+        weights = options.extractor_weights
+    try:
+        extractor = build_extractor(loaded.profile, weights=weights, device=options.device,
+                                    options=ExtractorOptions(backend=options.backend, precision=options.precision))
+    except (WeightsError, WeightsNotFoundError, BackendError, FileNotFoundError, ValueError) as e:
+        raise ModelError(f"extractors of profile {loaded.profile.name!r}: {e}") from None
+    return res, loaded, extractor
+
+
+def real_input_notice(entry, kind: str) -> Optional[str]:
+    """The one line a model trained on generated scenes owes a user who feeds it real input."""
+    if entry is None or getattr(entry, "real_world", True) or kind == "scene":
+        return None
+    shown = ", ".join(entry.classes[:4])
+    return (f"the bundled {entry.name} model knows only the {len(entry.classes)} classes of generated scenes "
+            f"({shown}, ...) and labels real {kind} input with them anyway; for real video use --model llp "
+            "(25 everyday classes: Speech, Dog, Car, ...)")
+
+
+# ----------------------------------------------------------------------------- the parser
+
+
+class Parser:
+    """A loaded model with its extractors: ``parse(file)`` -> segments, ``events(file)`` and
+    ``stream(...)`` -> events as they are decided. Made by :func:`load`."""
+
+    def __init__(self, resolved: Resolved, loaded, extractor, *, tracker=None, hop: float = 1.0,
+                 window: int = 10, lookahead: int = 0, max_batch: int = 16, max_wait: float = 0.05,
+                 options: ModelOptions = ModelOptions()):
+        self.name = resolved.name            # registry name or checkpoint file name
+        self.path = resolved.path            # the checkpoint file
+        self.entry = resolved.entry          # registry entry (None for a path)
+        self.loaded = loaded                 # LoadedModel (model, config, classes, profile, meta)
+        self.extractor = extractor
+        self.classes = tuple(loaded.classes)
+        self.profile = loaded.profile
+        self.options = options
+        self.tracker = tracker
+        self._pipe = dict(hop=hop, window=window, lookahead=lookahead, max_batch=max_batch, max_wait=max_wait)
+        self._warned = False
+
+    def __repr__(self) -> str:
+        return (f"Parser({self.name!r}, profile={self.profile.name!r}, {len(self.classes)} classes, "
+                f"device={self.options.device!r})")
+
+    def config(self, **runtime):
+        """The PipelineConfig of this parser (``runtime``: PipelineConfig fields such as drop_when_full)."""
+        from avparse.stream.pipeline import pipeline_config
+
+        return pipeline_config(profile=self.profile, device=self.options.device, backend=self.options.backend,
+                               tracker=self.tracker, **self._pipe, **runtime)
+
+    def _notice(self, kind: str) -> None:
+        text = real_input_notice(self.entry, kind)
+        if text and not self._warned:
+            self._warned = True
+            warnings.warn(text, UserWarning, stacklevel=3)
+
+    def events(self, file, *, name: str | None = None, stats: dict | None = None, progress=None) -> Iterator:
+        """The events of a media file (any format FFmpeg reads, or a URL), as fast as the machine goes,
+        each as soon as it is decided (a generator; ``stats`` is filled at the end)."""
+        from avparse.stream.offline import iter_source
+        from avparse.stream.sources import FileSource
+
+        self._notice("file")
+        source = FileSource(os.fspath(file), sample_rate=self.profile.sample_rate, name=name)
+        return iter_source(self.config(), self.loaded, self.extractor, source, stats=stats, progress=progress)
+
+    def parse(self, file, *, name: str | None = None) -> list:
+        """The closed segments of a media file: ``Segment(stream, label, modality, onset, offset, score)``
+        sorted by onset (``start``/``end`` are the same times as ``onset``/``offset``)."""
+        from avparse.stream.tracker import events_to_segments
+
+        self._notice("file")
+        self._warned = True
+        segs = events_to_segments(self.events(file, name=name))
+        return sorted(segs, key=lambda s: (s.onset, s.label, s.modality))
+
+    def stream(self, *, camera=None, mic=None, file=None, scene: int | None = None, scene_duration: int = 30,
+               realtime: bool | None = None, name: str | None = None, max_pending: int = 256) -> "EventStream":
+        """Typed events of a live source, as they are decided: ``camera`` (index, device, file or URL,
+        OpenCV) with ``mic`` (PortAudio name or index, "default"), or ``mic`` alone, or ``file``, or
+        ``scene`` (the seed of a generated scene). Files and scenes run as fast as possible unless
+        ``realtime``; cameras and microphones in real time. Sources open now (a missing device raises
+        here); the runtime runs in a thread; at most ``max_pending`` events wait for the loop (then
+        the runtime waits, and live capture drops what it cannot queue, counted in ``stats``).
+        Breaking out of the loop (or ``close()``) stops it and closes the sources."""
+        from avparse.stream.pipeline import RealClock, Runtime, VirtualClock
+        from avparse.stream.sources import CameraSource, FileSource, MicrophoneSource, SceneSource
+
+        kinds = [k for k, v in (("camera", camera), ("file", file), ("scene", scene)) if v is not None]
+        if len(kinds) > 1 or (not kinds and mic is None) or (mic is not None and kinds and kinds != ["camera"]):
+            raise ValueError("give one of camera (with or without mic), mic, file or scene")
+        live = camera is not None or mic is not None
+        paced = live or bool(realtime)
+        clock = RealClock() if paced else VirtualClock()
+        sr = self.profile.sample_rate
+        if file is not None:
+            sources = [FileSource(os.fspath(file), sample_rate=sr, paced=paced, name=name, clock=clock)]
+            kind = "file"
+        elif scene is not None:
+            from avparse.train.synth import SynthConfig, make_scene
+
+            sc = make_scene(int(scene), SynthConfig(duration=int(scene_duration)), name=name or "scene")
+            sources = [SceneSource(sc, sample_rate=sr, paced=paced, name=name or "scene", clock=clock)]
+            kind = "scene"
+        else:
+            name = name or ("camera" if camera is not None else "mic")
+            sources = []
+            if camera is not None:
+                sources.append(CameraSource(str(camera), name=name))
+            if mic is not None:
+                dev = None if mic == "default" else (int(mic) if str(mic).isdigit() else mic)
+                sources.append(MicrophoneSource(dev, sample_rate=sr, name=name))
+            kind = "camera" if camera is not None else "microphone"
+        self._notice(kind)
+        runtime = Runtime(self.config(drop_when_full=live), self.loaded, self.extractor, sources, clock=clock)
+        return EventStream(runtime, max_pending=max_pending)
+
+
+class _QueueSink:
+    """The runtime's sink (its thread): events into the bounded queue, the latest stats kept."""
+
+    def __init__(self, q: queue.Queue, closing: threading.Event):
+        self.q, self.closing = q, closing
+        self.last_stats: dict = {}
+
+    def emit(self, event) -> None:
+        while not self.closing.is_set():  # a full queue makes the runtime wait, never grow
+            try:
+                self.q.put(event, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def stats(self, d: dict) -> None:
+        self.last_stats = d
+
+
+def _drive(runtime, q: queue.Queue, closing: threading.Event, errors: list, end) -> None:
+    """The stream's thread: run the runtime, then queue the end marker (unless the consumer left)."""
+    try:
+        runtime.run()
+    except BaseException as e:  # handed to the consumer
+        errors.append(e)
+    finally:
+        while not closing.is_set():
+            try:
+                q.put(end, timeout=0.1)
+                break
+            except queue.Full:
+                continue
+
+
+class EventStream:
+    """An iterator of Events from a Runtime running in a thread (see Parser.stream). ``close()``
+    (also on ``break`` out of a for loop, garbage collection, or leaving a ``with`` block) stops
+    the runtime: sources close, the thread ends (the "stopped" offsets of events still open are
+    not delivered after close). ``stats`` is the runtime's latest stats dict."""
+
+    _END = object()
+
+    def __init__(self, runtime, *, max_pending: int = 256):
+        self.runtime = runtime
+        self._errors: list = []
+        self._q: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
+        self._closing = threading.Event()
+        self._sink = _QueueSink(self._q, self._closing)
+        self._done = False
+        runtime.add_sink(self._sink)
+        runtime.start()  # opens the sources here: a missing camera or file raises now
+        # the thread holds no reference to self, so dropping the iterator (break) frees it and closes
+        self._thread = threading.Thread(target=_drive, args=(runtime, self._q, self._closing, self._errors, self._END),
+                                        name="avparse-stream", daemon=True)
+        self._thread.start()
+
+    @property
+    def stats(self) -> dict:
+        return self._sink.last_stats
+
+    @property
+    def error(self) -> BaseException | None:
+        """The exception the runtime raised, if any (also raised by the loop when it ends)."""
+        return self._errors[0] if self._errors else None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self._done:
+            raise StopIteration
+        while True:
+            try:
+                item = self._q.get(timeout=0.25)
+            except queue.Empty:
+                if self._thread.is_alive() or not self._q.empty():
+                    continue
+                item = self._END
+            if item is self._END:
+                self._finish()
+                if self.error is not None:
+                    raise self.error
+                raise StopIteration
+            return item
+
+    def _finish(self) -> None:
+        self._done = True
+        self._closing.set()
+        self._thread.join(timeout=10)
+
+    def close(self) -> None:
+        """Stop the runtime and wait for its thread (idempotent)."""
+        if self._done:
+            return
+        self.runtime.stop("stopped")
+        self._finish()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+def load(model: str | os.PathLike | None = None, *, device: str = "cpu", precision: str = "auto",
+         backend: str = "eager", profile: str | None = None, extractor_weights: str | None = None,
+         offline: bool | None = None, mirror: str | None = None, threads: int | None = None, tracker=None,
+         hop: float = 1.0, window: int = 10, lookahead: int = 0, progress: TextIO | None = None) -> Parser:
+    """A :class:`Parser` for ``model``: a registry name ("demo", the default; "llp") or a checkpoint path.
+
+    Files of a named model are fetched on first use into the torch hub cache and verified
+    (``offline``/``mirror`` or $AVPARSE_OFFLINE/$AVPARSE_MIRROR; download progress on ``progress``,
+    default stderr). ``precision`` "bf16" runs the extractors' convolutions in bfloat16 on the CPU
+    (faster, approximate); ``profile`` "paper-pca" reads the authors' checkpoint with VGGish's
+    PCA + 8-bit audio features; ``threads``: torch CPU threads (None: picked from the free CPUs).
+    ``tracker``: a TrackerConfig (thresholds, minimum durations); ``hop``, ``window``, ``lookahead``:
+    the pipeline's snippet grid and HAN window (docs/pipeline.md).
+    """
+    options = ModelOptions(device=device, precision=precision, backend=backend, profile=profile,
+                           extractor_weights=extractor_weights, offline=offline, mirror=mirror, threads=threads)
+    set_threads(threads)
+    res, loaded, extractor = load_parts(model, options, progress=default_progress() if progress is None else progress)
+    return Parser(res, loaded, extractor, tracker=tracker, hop=hop, window=window, lookahead=lookahead,
+                  options=options)
