@@ -421,6 +421,8 @@ def download(f: RemoteFile, *, mirror: str | None = None, progress: TextIO | Non
             except ValueError as e:  # urllib: "unknown url type" and other malformed addresses
                 raise DownloadError(f"{url}: not a valid address ({e})") from None
             except OSError as e:  # URLError (no network, refused), timeouts, a connection cut mid-way
+                if _hopeless(e):  # no such host, nobody listening: trying again will not help
+                    attempt = retries
                 if attempt >= retries:
                     reason = getattr(e, "reason", None) or e
                     kept = (f"; the {partial.stat().st_size} bytes received are kept in {partial} and the next "
@@ -441,6 +443,14 @@ def download(f: RemoteFile, *, mirror: str | None = None, progress: TextIO | Non
         bar.done(final.stat().st_size)
         _remember(final, f)
         return final
+
+
+def _hopeless(e: OSError) -> bool:
+    """Errors that a retry will not cure: the host name does not resolve, the connection is refused."""
+    import socket
+
+    reason = getattr(e, "reason", e)
+    return isinstance(reason, (socket.gaierror, ConnectionRefusedError))
 
 
 def _range_start(content_range: str | None) -> int | None:

@@ -81,12 +81,26 @@ def resolve(spec: str | os.PathLike | None, options: ModelOptions = ModelOptions
         dirs = [options.extractor_weights] if options.extractor_weights else []
         paths = _fetch(entry.files(options.profile), options, dirs=dirs, progress=progress)
         return Resolved(paths[0], entry, entry.name)
+    path = resolve_path(text)
+    return Resolved(path, None, path.name)
+
+
+def resolve_path(spec) -> Path | None:
+    """None for a registry name (or None: the default), the Path of an existing checkpoint file,
+    else ModelError naming the known names."""
+    from avparse.core import registry
+
+    if spec is None or os.fspath(spec) in registry.MODELS:
+        return None
+    text = os.fspath(spec)
     path = Path(text)
+    if path.is_dir():
+        raise ModelError(f"{text}: is a directory, not a checkpoint file")
     if not path.is_file():
         hint = "" if os.sep in text or text.endswith((".pt", ".pth")) else \
             f" (known model names: {', '.join(registry.MODELS)}; `avparse models` lists them)"
         raise ModelError(f"{text}: no such checkpoint file or model name{hint}")
-    return Resolved(path, None, path.name)
+    return path
 
 
 def _fetch(files, options: ModelOptions, *, dirs=(), progress=None) -> list:
