@@ -30,6 +30,20 @@ def llp_clip(shared_dir) -> Path:
     return p
 
 
+@pytest.fixture(scope="session")
+def llp_clip_60s(llp_clip, tmp_path_factory) -> Path:
+    """The real LLP clip six times over (FFmpeg, stream copy): 60.3 s of real media."""
+    import shutil
+    import subprocess
+
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
+    out = tmp_path_factory.mktemp("long") / "long.mp4"
+    subprocess.run(["ffmpeg", "-nostdin", "-v", "error", "-y", "-stream_loop", "5", "-i", str(llp_clip),
+                    "-c", "copy", str(out)], check=True)
+    return out
+
+
 # ----------------------------------------------------------------------------- a loopback weight host
 class WeightHost:
     """A real HTTP server on 127.0.0.1 (http.server in a thread) serving generated files by path,
@@ -108,6 +122,13 @@ class WeightHost:
 
 @pytest.fixture
 def weight_host():
+    host = WeightHost()
+    yield host
+    host.close()
+
+
+@pytest.fixture(scope="module")
+def module_weight_host():
     host = WeightHost()
     yield host
     host.close()
