@@ -22,6 +22,7 @@ import os
 import queue
 import sys
 import threading
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -132,34 +133,106 @@ def check_device(device: str) -> None:
         raise ModelError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
 
 
-def pick_threads() -> int:
-    """torch CPU threads for inference: the CPUs this process may use, but at most 2 fewer threads
-    than that when other processes keep CPUs busy, so the intra-op threads do not wait on each other
-    (see docs/benchmarks.md, "threads"). Set ``AVPARSE_THREADS`` to override."""
+@dataclass(frozen=True)
+class CpuSample:
+    busy: float       # jiffies all CPUs spent busy (/proc/stat "cpu" line: total minus idle and iowait)
+    total: float      # jiffies in all
+    own: float        # CPU seconds this process used (all threads)
+    wall: float       # time.monotonic()
+
+
+def cpu_sample() -> Optional[CpuSample]:
+    """A reading of the machine's and this process's CPU use; None where /proc/stat is absent."""
+    try:
+        with open("/proc/stat") as fh:
+            fields = [float(x) for x in fh.readline().split()[1:9]]
+    except (OSError, ValueError, IndexError):
+        return None
+    t = os.times()
+    idle = fields[3] + fields[4]
+    return CpuSample(busy=sum(fields) - idle, total=sum(fields), own=t.user + t.system, wall=time.monotonic())
+
+
+def _allowed_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def free_cpus(since: Optional[CpuSample], now: Optional[CpuSample] = None) -> Optional[float]:
+    """CPUs that other processes left free between two samples: the machine's busy CPUs minus this
+    process's own use (so our own threads, spinning or not, do not count against us)."""
+    now = now or cpu_sample()
+    if since is None or now is None or now.total <= since.total or now.wall <= since.wall:
+        return None
+    ncpu = os.cpu_count() or 1
+    busy = (now.busy - since.busy) / (now.total - since.total) * ncpu
+    own = (now.own - since.own) / (now.wall - since.wall)
+    others = max(0.0, busy - own)
+    return max(0.0, min(float(_allowed_cpus()), ncpu - others))
+
+
+def pick_threads(since: Optional[CpuSample] = None, *, sample_seconds: float = 0.2) -> int:
+    """torch CPU threads for inference: the CPUs other processes leave free, at least 1.
+
+    Why: torch's default is one intra-op thread per CPU. When another process keeps a CPU busy, a
+    thread that waits for its turn holds up every parallel region of the others: on the 2-CPU
+    development machine the lite extractor went from 19 ms to 0.87 s per snippet with one other
+    torch process running, while one thread on the free CPU keeps its single-thread speed
+    (docs/benchmarks.md, "Threads"). ``since``: a CpuSample taken earlier (the measurement covers
+    the time since; else it samples for ``sample_seconds``). ``AVPARSE_THREADS=N`` overrides."""
     env = os.environ.get("AVPARSE_THREADS", "").strip()
     if env.isdigit() and int(env) > 0:
         return int(env)
-    try:
-        cpus = len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        cpus = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0]
-    except OSError:
-        busy = 0.0
-    free = cpus - int(busy + 0.5)
-    return max(1, min(cpus, free if free >= 1 else 1))
+    if since is None:
+        since = cpu_sample()
+        time.sleep(sample_seconds)
+    free = free_cpus(since)
+    cpus = _allowed_cpus()
+    if free is None:
+        return cpus
+    return max(1, min(cpus, int(free + 0.3)))
 
 
-def set_threads(threads: Optional[int]) -> int:
-    """Apply ``threads`` (None: pick_threads(); 0: leave torch's setting) and return torch's count."""
+def set_threads(threads: Optional[int], since: Optional[CpuSample] = None) -> int:
+    """Apply ``threads`` (None: pick_threads(since); 0: leave torch's setting) and return torch's count."""
     import torch
 
     if threads is None:
-        threads = pick_threads()
+        threads = pick_threads(since)
     if threads > 0 and torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
     return torch.get_num_threads()
+
+
+class ThreadTuner:
+    """A runtime sink that re-picks torch's CPU threads every ``interval`` seconds from the CPUs other
+    processes left free meanwhile (a competitor that starts or stops later is followed). Its
+    ``stats`` runs on the runtime's thread, between batches. ``changes`` lists (threads, free)."""
+
+    def __init__(self, interval: float = 5.0):
+        self.interval = interval
+        self._since = cpu_sample()
+        self.changes: list = []
+
+    def emit(self, event) -> None:
+        pass
+
+    def stats(self, d: dict) -> None:
+        now = cpu_sample()
+        if now is None or self._since is None or now.wall - self._since.wall < self.interval:
+            return
+        free = free_cpus(self._since, now)
+        self._since = now
+        if free is None:
+            return
+        import torch
+
+        want = max(1, min(_allowed_cpus(), int(free + 0.3)))
+        if want != torch.get_num_threads():
+            torch.set_num_threads(want)
+            self.changes.append((want, round(free, 2)))
 
 
 def load_parts(spec, options: ModelOptions = ModelOptions(), *, progress: TextIO | None = None):
@@ -298,6 +371,9 @@ class Parser:
             kind = "camera" if camera is not None else "microphone"
         self._notice(kind)
         runtime = Runtime(self.config(drop_when_full=live), self.loaded, self.extractor, sources, clock=clock)
+        runtime.on_notice = lambda text: warnings.warn(text, RuntimeWarning, stacklevel=2)
+        if self.options.threads is None and self.options.device == "cpu":
+            runtime.add_sink(ThreadTuner())
         return EventStream(runtime, max_pending=max_pending)
 
 
@@ -427,7 +503,8 @@ def load(model: str | os.PathLike | None = None, *, device: str = "cpu", precisi
     """
     options = ModelOptions(device=device, precision=precision, backend=backend, profile=profile,
                            extractor_weights=extractor_weights, offline=offline, mirror=mirror, threads=threads)
-    set_threads(threads)
+    since = cpu_sample()  # the free CPUs are measured while the model loads
     res, loaded, extractor = load_parts(model, options, progress=default_progress() if progress is None else progress)
+    set_threads(threads, since)
     return Parser(res, loaded, extractor, tracker=tracker, hop=hop, window=window, lookahead=lookahead,
                   options=options)

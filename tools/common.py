@@ -114,15 +114,26 @@ def check_model(spec) -> None:
 def load_model_parts(o: dict):
     """(Resolved, LoadedModel, Extractor) for the options ``o`` (``model`` and the flags above): files
     fetched and verified, threads picked; any problem is a UserError (one line)."""
-    from .api import ModelError, default_progress, load_parts, set_threads
+    from .api import ModelError, cpu_sample, default_progress, load_parts, set_threads
 
     options = model_options(o)
     check_device(options.device)
-    set_threads(options.threads)
+    since = cpu_sample()  # the CPUs other processes leave free are measured while the model loads
     try:
-        return load_parts(o.get("model"), options, progress=default_progress())
+        parts = load_parts(o.get("model"), options, progress=default_progress())
     except ModelError as e:
         raise UserError(str(e)) from None
+    set_threads(options.threads, since)
+    return parts
+
+
+def thread_tuner(o: dict):
+    """The runtime sink that follows the free CPUs (None with --threads N or a GPU)."""
+    from .api import ThreadTuner
+
+    if o.get("threads") is not None or str(o.get("device") or "cpu") != "cpu":
+        return None
+    return ThreadTuner()
 
 
 def real_input_notice(prog: str, entry, kind: str) -> None:

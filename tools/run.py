@@ -32,6 +32,7 @@ from .common import (
     real_input_notice,
     run_main,
     stop_signals,
+    thread_tuner,
 )
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
@@ -302,6 +303,9 @@ def _run(spec: RunSpec) -> int:
                 real_input_notice("avparse run", res.entry, input_kind(s))
             runtime = Runtime(config, loaded, extractor, sources, clock=clock)
             runtime.on_notice = lambda text: print(f"avparse run: {text}", file=sys.stderr, flush=True)
+            tuner = thread_tuner(o)
+            if tuner is not None:
+                runtime.add_sink(tuner)
             runtime.add_sink(publisher)
             if stopped.is_set():
                 return 0

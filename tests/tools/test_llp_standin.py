@@ -132,11 +132,11 @@ def test_the_commands_run_llp_offline_from_the_cache(standin, llp_clip, capsys, 
 
 def test_paper_pca_is_one_flag_and_fetches_only_the_pca_file(standin, monkeypatch):
     from avparse.core.profiles import PAPER_PCA
-    from avparse.tools import modelflags
+    from avparse.tools.common import load_model_parts
 
     host, cache, files = standin
     monkeypatch.delenv("AVPARSE_OFFLINE", raising=False)
     before = len(host.log)
-    res, loaded, ext = modelflags.load({"model": "llp", "profile": "paper-pca", "precision": "bf16"})
+    res, loaded, ext = load_model_parts({"model": "llp", "profile": "paper-pca", "precision": "bf16"})
     assert loaded.profile == PAPER_PCA and ext.audio_post is not None
     assert [p.rsplit("/", 1)[1] for p, _ in host.log[before:]] == ["vggish_pca_params-970ea276.pth"]

@@ -23,6 +23,7 @@ from avparse.tools.common import (
     build_sources,
     load_model_parts,
     real_input_notice,
+    thread_tuner,
     open_publisher,
     stream_name,
 )
@@ -239,6 +240,9 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
                           "microphone" if cfg.mic else "scene")
         runtime = Runtime(config, loaded, extractor, tapped, clock=RealClock())
         runtime.on_notice = lambda text: print(f"avparse demo: {text}", file=sys.stderr, flush=True)
+        tuner = thread_tuner(model_opts)
+        if tuner is not None:
+            runtime.add_sink(tuner)
         runtime.pipeline.observe(state)
         for sink in (publisher, state, recorder, event_file, None if cfg.quiet else TerminalSink()):
             if sink is not None:
