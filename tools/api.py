@@ -160,13 +160,15 @@ def _allowed_cpus() -> int:
         return os.cpu_count() or 1
 
 
-def free_cpus(since: Optional[CpuSample], now: Optional[CpuSample] = None) -> Optional[float]:
+def free_cpus(since: Optional[CpuSample], now: Optional[CpuSample] = None, *,
+              ncpu: Optional[int] = None) -> Optional[float]:
     """CPUs that other processes left free between two samples: the machine's busy CPUs minus this
-    process's own use (so our own threads, spinning or not, do not count against us)."""
+    process's own use (so our own threads, spinning or not, do not count against us); at most the
+    CPUs this process may run on. ``ncpu``: the CPUs /proc/stat counts (default: os.cpu_count())."""
     now = now or cpu_sample()
     if since is None or now is None or now.total <= since.total or now.wall <= since.wall:
         return None
-    ncpu = os.cpu_count() or 1
+    ncpu = ncpu or os.cpu_count() or 1
     busy = (now.busy - since.busy) / (now.total - since.total) * ncpu
     own = (now.own - since.own) / (now.wall - since.wall)
     others = max(0.0, busy - own)

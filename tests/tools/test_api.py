@@ -114,3 +114,45 @@ def test_unknown_names_and_missing_files_are_one_line(tmp_path):
     assert "\n" not in msg
     with pytest.raises(ModelError, match="profile paper, paper-pca, not lite"):
         avparse.load("llp", profile="lite", progress=None)
+
+
+def test_free_cpus_counts_other_processes_not_our_own():
+    from avparse.tools.api import CpuSample, _allowed_cpus, free_cpus
+
+    t0 = CpuSample(busy=0.0, total=200.0, own=0.0, wall=0.0)
+    # over 1 s, 2 CPUs: 1.5 CPUs busy, 0.5 of them ours -> others 1.0 -> 1.0 free
+    assert free_cpus(t0, CpuSample(busy=150.0, total=400.0, own=0.5, wall=1.0), ncpu=2) == min(1.0, _allowed_cpus())
+    # all busy, all ours (our own threads, spinning or not) -> both free for us
+    assert free_cpus(t0, CpuSample(busy=200.0, total=400.0, own=2.0, wall=1.0), ncpu=2) == min(2.0, _allowed_cpus())
+    # all busy, none ours -> none free
+    assert free_cpus(t0, CpuSample(busy=200.0, total=400.0, own=0.0, wall=1.0), ncpu=2) == 0.0
+    assert free_cpus(None) is None
+
+
+def test_threads_follow_a_competitor(monkeypatch):
+    """A real competing process (a busy loop on every CPU this test may use) makes the picker choose one
+    thread; AVPARSE_THREADS overrides; the runtime's tuner applies what it measures."""
+    import subprocess
+
+    import torch
+
+    from avparse.tools.api import ThreadTuner, _allowed_cpus, pick_threads
+
+    monkeypatch.setenv("AVPARSE_THREADS", "3")
+    assert pick_threads() == 3
+    monkeypatch.delenv("AVPARSE_THREADS")
+    n = _allowed_cpus()
+    hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
+    before = torch.get_num_threads()
+    try:
+        threading.Event().wait(0.5)
+        assert pick_threads(sample_seconds=0.5) == 1
+        tuner = ThreadTuner(interval=0.3)
+        threading.Event().wait(0.5)
+        tuner.stats({})
+        assert torch.get_num_threads() == 1
+    finally:
+        for h in hogs:
+            h.kill()
+            h.wait()
+        torch.set_num_threads(before)
