@@ -302,11 +302,13 @@ class Parser:
                 f"device={self.options.device!r})")
 
     def config(self, **runtime):
-        """The PipelineConfig of this parser (``runtime``: PipelineConfig fields such as drop_when_full)."""
+        """The PipelineConfig of this parser (``runtime``: pipeline_config arguments that override the
+        parser's, e.g. max_batch, or PipelineConfig fields such as drop_when_full, max_lag)."""
         from avparse.stream.pipeline import pipeline_config
 
+        kw = {**self._pipe, **runtime}  # a caller's hop, window, max_batch, ... win over the parser's
         return pipeline_config(profile=self.profile, device=self.options.device, backend=self.options.backend,
-                               tracker=self.tracker, **self._pipe, **runtime)
+                               tracker=self.tracker, **kw)
 
     def _notice(self, kind: str) -> None:
         text = real_input_notice(self.entry, kind)
