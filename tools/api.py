@@ -346,7 +346,8 @@ class Parser:
         the runtime waits, and live capture drops what it cannot queue, counted in ``stats``).
         Breaking out of the loop (or ``close()``) stops it and closes the sources."""
         from avparse.stream.pipeline import RealClock, Runtime, VirtualClock
-        from avparse.stream.sources import CameraSource, FileSource, MicrophoneSource, SceneSource
+
+        from .common import StreamSpec, build_sources
 
         kinds = [k for k, v in (("camera", camera), ("file", file), ("scene", scene)) if v is not None]
         if len(kinds) > 1 or (not kinds and mic is None) or (mic is not None and kinds and kinds != ["camera"]):
@@ -354,25 +355,14 @@ class Parser:
         live = camera is not None or mic is not None
         paced = live or bool(realtime)
         clock = RealClock() if paced else VirtualClock()
-        sr = self.profile.sample_rate
-        if file is not None:
-            sources = [FileSource(os.fspath(file), sample_rate=sr, paced=paced, name=name, clock=clock)]
-            kind = "file"
-        elif scene is not None:
-            from avparse.train.synth import SynthConfig, make_scene
-
-            sc = make_scene(int(scene), SynthConfig(duration=int(scene_duration)), name=name or "scene")
-            sources = [SceneSource(sc, sample_rate=sr, paced=paced, name=name or "scene", clock=clock)]
-            kind = "scene"
-        else:
-            name = name or ("camera" if camera is not None else "mic")
-            sources = []
-            if camera is not None:
-                sources.append(CameraSource(str(camera), name=name))
-            if mic is not None:
-                dev = None if mic == "default" else (int(mic) if str(mic).isdigit() else mic)
-                sources.append(MicrophoneSource(dev, sample_rate=sr, name=name))
-            kind = "camera" if camera is not None else "microphone"
+        default = ("scene" if scene is not None else Path(os.fspath(file)).stem if file is not None else
+                   "camera" if camera is not None else "mic")
+        spec = StreamSpec(name=name or default, scene=None if scene is None else int(scene),
+                          scene_duration=int(scene_duration), file=None if file is None else os.fspath(file),
+                          camera=None if camera is None else str(camera), mic=None if mic is None else str(mic))
+        sources = build_sources([spec], self.profile, fast=not paced, clock=clock)
+        kind = ("file" if file is not None else "scene" if scene is not None else
+                "camera" if camera is not None else "microphone")
         self._notice(kind)
         runtime = Runtime(self.config(drop_when_full=live), self.loaded, self.extractor, sources, clock=clock)
         runtime.on_notice = lambda text: warnings.warn(text, RuntimeWarning, stacklevel=2)

@@ -93,7 +93,7 @@ def test_a_closed_stream_is_finished_and_a_with_block_closes_it(demo):
 
 
 def test_stream_errors_come_at_the_call(demo, tmp_path):
-    with pytest.raises(Exception, match="no such file|No such file|does not exist"):
+    with pytest.raises(Exception, match="no such media file|No such file|does not exist"):
         demo.stream(file=tmp_path / "missing.mp4")
     with pytest.raises(ValueError, match="one of camera"):
         demo.stream(file="a.mp4", scene=1)

@@ -23,6 +23,7 @@ is how much the competitor slows each variant. Prints figures, asserts nothing.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -144,6 +145,32 @@ def _median_line(name: str, values: list, unit: str, fmt: str = "%.2f") -> tuple
     return m, f"  {name:<44} {fmt % m} {unit}{spread}  [{_load()}]"
 
 
+def compare(cfg: StartupConfig, what: str, variants, measure, unit: str, fmt: str) -> dict:
+    """Each variant ``(name, arg)`` measured ``cfg.reps`` times by ``measure(arg) -> (value, note)``,
+    the variants interleaved (they see the same load), first alone, then beside the competitor;
+    prints medians and the slowdown of each variant; returns {(condition, name): median}."""
+    out: dict = {}
+    for cond in ("alone", f"beside {cfg.competitor}"):
+        with (Competitor(cfg.competitor) if cond != "alone" else contextlib.nullcontext()):
+            if cond != "alone":
+                time.sleep(cfg.settle)
+            runs = {name: [] for name, _ in variants}
+            notes = {name: set() for name, _ in variants}
+            for _ in range(cfg.reps):
+                for name, arg in variants:
+                    value, note = measure(arg)
+                    runs[name].append(value)
+                    if note:
+                        notes[name].add(note)
+            for name, _ in variants:
+                out[(cond, name)], line = _median_line(f"{what}, {cond}, {name}", runs[name], unit, fmt)
+                print(line + (f"  {', '.join(sorted(notes[name]))}" if notes[name] else ""))
+    for name, _ in variants:
+        a, b = out[("alone", name)], out[(f"beside {cfg.competitor}", name)]
+        print(f"  slowdown beside the competitor, {name}: {b / a:.2f}x")
+    return out
+
+
 def _run(args) -> int:
     cfg = StartupConfig(clip=args.clip, reps=1 if args.quick else max(1, args.reps), competitor=args.competitor,
                         quick=args.quick)
@@ -154,60 +181,23 @@ def _run(args) -> int:
     print(f"avparse bench startup: {cpu_model()}, {os.cpu_count()} CPUs, torch {torch.__version__} "
           f"(default threads {torch.get_num_threads()}), {time.strftime('%Y-%m-%d %H:%M')}, clip {cfg.clip.name}")
     print("  (load = 1-minute load average when the line was printed; the machine may be shared)")
-    del torch
-    # 1. import
     imp = [_time_import() for _ in range(max(3, cfg.reps))]
     _, line = _median_line("import avparse (fresh interpreter)", [1000 * x for x in imp], "ms", "%.1f")
     print(line + "   target <= 300 ms")
 
-    variants = (("before: --threads 0 (torch default)", "0"), ("after: threads picked (default)", None))
-    results: dict = {}
-
-    def parse_section(tag: str) -> None:
-        runs = {name: [] for name, _ in variants}
-        for _ in range(cfg.reps):  # interleaved: the two variants see the same load
-            for name, th in variants:
-                runs[name].append(_time_parse(cfg.clip, th))
-        for name, _ in variants:
-            m, line = _median_line(f"parse, {tag}, {name}", runs[name], "s")
-            results[(tag, name)] = m
-            print(line)
-
     print(f"\navparse parse {cfg.clip.name} (bundled model), wall seconds; targets: <= 5 s alone, <= 10 s beside "
-          f"the competitor")
-    parse_section("alone")
-    with Competitor(cfg.competitor):
-        time.sleep(cfg.settle)
-        parse_section(f"beside {cfg.competitor}")
-    for name, _ in variants:
-        a, b = results[("alone", name)], results[(f"beside {cfg.competitor}", name)]
-        print(f"  slowdown beside the competitor, {name}: {b / a:.2f}x")
-
+          "the competitor")
+    compare(cfg, "parse", (("before: --threads 0 (torch default)", "0"), ("after: threads picked (default)", None)),
+            lambda th: (_time_parse(cfg.clip, th), ""), "s", "%.2f")
     if cfg.quick:
         return 0
     print("\nlive runtime: extractors + HAN per snippet (bundled model, the clip, batch 1), ms; target: the "
           "competitor slows it by <= 2x")
-    live_variants = (("before: torch default threads", "0"), ("after: picked and re-picked threads", "auto"))
-    live: dict = {}
 
-    def live_section(tag: str) -> None:
-        runs = {name: [] for name, _ in live_variants}
-        used = {name: [] for name, _ in live_variants}
-        for _ in range(cfg.reps):
-            for name, th in live_variants:
-                ms, n = _live_cost(cfg.clip, th)
-                runs[name].append(ms)
-                used[name].append(n)
-        for name, _ in live_variants:
-            m, line = _median_line(f"live, {tag}, {name}", runs[name], "ms", "%.1f")
-            live[(tag, name)] = m
-            print(f"{line}  threads at the end: {sorted(set(used[name]))}")
+    def live(th):
+        ms, n = _live_cost(cfg.clip, th)
+        return ms, f"threads at the end: {n}"
 
-    live_section("alone")
-    with Competitor(cfg.competitor):
-        time.sleep(cfg.settle)
-        live_section(f"beside {cfg.competitor}")
-    for name, _ in live_variants:
-        a, b = live[("alone", name)], live[(f"beside {cfg.competitor}", name)]
-        print(f"  slowdown beside the competitor, {name}: {b / a:.2f}x")
+    compare(cfg, "live", (("before: torch default threads", "0"), ("after: picked and re-picked threads", "auto")),
+            live, "ms", "%.1f")
     return 0
