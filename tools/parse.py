@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     inf, trk = InferenceConfig(), TrackerConfig()
     p = argparse.ArgumentParser(prog="avparse parse", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                formatter_class=_Defaults)
     p.add_argument("file", metavar="FILE", help="media file (any format FFmpeg reads) or URL")
     p.add_argument("--format", choices=FORMATS, default=None,
                    help="text (default): one line per event; json: one event object per line (the wire body "
@@ -77,6 +77,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"the paper's video-level gate: also require the window's video-level probability "
                         f">= {trk.gate_threshold:g}")
     return p
+
+
+class _Defaults(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows a flag's default unless it is None or False (not given: the help says what happens)."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
 
 
 def format_event(e) -> str:
