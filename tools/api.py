@@ -345,7 +345,8 @@ class Parser:
         here); the runtime runs in a thread; at most ``max_pending`` events wait for the loop (then
         the runtime waits, and live capture drops what it cannot queue, counted in ``stats``).
         Breaking out of the loop (or ``close()``) stops it and closes the sources."""
-        from avparse.stream.pipeline import RealClock, Runtime, VirtualClock
+        from avparse.stream.clock import RealClock, VirtualClock
+        from avparse.stream.pipeline import Runtime
 
         from .common import StreamSpec, build_sources
 

@@ -16,7 +16,8 @@ def long_clip(llp_clip_60s):
 
 
 def _run(parser, clip, max_lag):
-    from avparse.stream.pipeline import EventLog, RealClock, Runtime
+    from avparse.stream.clock import RealClock
+    from avparse.stream.pipeline import EventLog, Runtime
     from avparse.stream.sources import FileSource
 
     clock = RealClock()

@@ -114,7 +114,8 @@ def _time_parse(clip: Path, threads: str | None) -> float:
 _LIVE_CHILD = """
 import json, sys, time
 from avparse.tools import api
-from avparse.stream.pipeline import Runtime, VirtualClock
+from avparse.stream.clock import VirtualClock
+from avparse.stream.pipeline import Runtime
 from avparse.stream.sources import FileSource
 threads = None if sys.argv[2] == "auto" else int(sys.argv[2])
 p = api.load("demo", threads=threads, progress=None)
