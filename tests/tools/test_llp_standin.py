@@ -140,3 +140,25 @@ def test_paper_pca_is_one_flag_and_fetches_only_the_pca_file(standin, monkeypatc
     res, loaded, ext = load_model_parts({"model": "llp", "profile": "paper-pca", "precision": "bf16"})
     assert loaded.profile == PAPER_PCA and ext.audio_post is not None
     assert [p.rsplit("/", 1)[1] for p, _ in host.log[before:]] == ["vggish_pca_params-970ea276.pth"]
+
+
+def test_run_and_demo_take_model_llp(standin, llp_clip, tmp_path, capsys, monkeypatch):
+    """`avparse run ... --model llp` and `avparse demo ... --model llp` (the webcam path's commands, here
+    on the real clip: the camera and microphone plumbing has its own tests) from the cache."""
+    from avparse.tools import demo, models, run
+
+    host, cache, files = standin
+    with monkeypatch.context() as m:
+        m.delenv("AVPARSE_OFFLINE", raising=False)
+        assert models.main(["llp", "--fetch"]) == 0
+    capsys.readouterr()
+    log = tmp_path / "run.jsonl"
+    assert run.main(["--file", str(llp_clip), "--fast", "--model", "llp", "--precision", "bf16", "--offline",
+                     "--pub", "ipc://" + str(tmp_path / "pub"), "--snapshot", "none", "--log", str(log)]) == 0
+    err = capsys.readouterr().err
+    assert "note:" not in err and "events published" in err and log.read_text().count("\n") >= 1
+    out = tmp_path / "demo.mp4"
+    assert demo.main(["--file", str(llp_clip), "--model", "llp", "--precision", "bf16", "--offline", "--headless",
+                      "--out", str(out), "--no-publish", "--quiet", "--duration", "4"]) == 0
+    err = capsys.readouterr().err
+    assert out.is_file() and "note:" not in err and "AVVP-ECCV20" not in err  # nothing fetched again
