@@ -31,7 +31,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    return run_main(build_parser, _run, argv)
+    return run_main(build_parser, _run_to_stdout, argv)
+
+
+def _run_to_stdout(args) -> int:
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `avparse models | head`: the reader left; not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 def _size(path: Path) -> str:
