@@ -259,7 +259,7 @@ def is_original_state_dict(d: Any) -> bool:
     return "fc_prob.weight" in keys and "hat_encoder.layers.0.cm_attn.in_proj_weight" in keys
 
 
-def _load_original(path: Path, raw: Mapping, device) -> LoadedModel:
+def _load_original(path: Path, raw: Mapping, device, profile: FeatureProfile = PAPER) -> LoadedModel:
     state, ignored = {}, []
     for k, v in raw.items():
         name = k[7:] if k.startswith("module.") else k
@@ -292,26 +292,38 @@ def _load_original(path: Path, raw: Mapping, device) -> LoadedModel:
     if cfg.num_classes != len(LLP_CLASSES):
         raise CheckpointError(path, f"original MMIL_Net weights have {cfg.num_classes} classes, LLP has "
                                     f"{len(LLP_CLASSES)}")
-    problem = _check_profile_matches(cfg, PAPER)
+    problem = _check_profile_matches(cfg, profile)
     if problem:
         raise CheckpointError(path, f"original MMIL_Net weights: {problem}")
     model = _finish(path, cfg, state, device)
     meta = {"format": "original-mmil-state-dict", "version": None, "source": "original", "path": str(path),
             "extra": {}, "ignored": sorted(ignored)}
-    return LoadedModel(model, cfg, LLP_CLASSES, PAPER, None, meta)
+    return LoadedModel(model, cfg, LLP_CLASSES, profile, None, meta)
 
 
-def load_model(path, *, device="cpu") -> LoadedModel:
+def load_model(path, *, device="cpu", profile: str | FeatureProfile | None = None) -> LoadedModel:
     """Load an avparse checkpoint or an original MMIL_Net state dict; the model is in eval mode.
 
-    Raises CheckpointError (one line naming the file and the cause) for anything unusable.
+    ``profile``: the feature profile of a file that does not store one (an original state dict;
+    default ``paper``, see avparse.core.registry.LLP_AUDIO_EVIDENCE; ``paper-pca`` for the other
+    reading of the LLP audio features). For an avparse checkpoint, which stores its profile, a
+    different one is an error. Raises CheckpointError (one line naming the file and the cause) for
+    anything unusable.
     """
     path = Path(path)
+    if isinstance(profile, str):
+        if profile not in PROFILES:
+            raise CheckpointError(path, f"unknown feature profile {profile!r} (known: {', '.join(PROFILES)})")
+        profile = PROFILES[profile]
     d = _read(path)
     if isinstance(d, Mapping) and d.get("format") == FORMAT_NAME:
-        return _load_avparse(path, d, device)
+        loaded = _load_avparse(path, d, device)
+        if profile is not None and profile.name != loaded.profile.name:
+            raise CheckpointError(path, f"was trained on feature profile {loaded.profile.name!r}, not "
+                                        f"{profile.name!r}; drop the profile or pass a matching checkpoint")
+        return loaded
     if is_original_state_dict(d):
-        return _load_original(path, d, device)
+        return _load_original(path, d, device, profile or PAPER)
     if isinstance(d, Mapping) and "format" in d:
         raise CheckpointError(path, f"unknown checkpoint format {d['format']!r}, expected {FORMAT_NAME!r}")
     raise CheckpointError(path, f"not an avparse checkpoint nor an original MMIL_Net state dict "

@@ -86,3 +86,13 @@ class Segment:
     offset: float
     score: float = 0.0
     extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def start(self) -> float:
+        """``onset``, by the name whisper and pyannote users expect."""
+        return self.onset
+
+    @property
+    def end(self) -> float:
+        """``offset``, by the name whisper and pyannote users expect."""
+        return self.offset

@@ -1,12 +1,15 @@
-"""Finding and reading published weight files, never downloading them.
+"""Finding and reading published weight files.
 
 A weight file is looked up, in order, in the directory the user names
 (``weights=``) and in the torch hub cache, ``torch.hub.get_dir()/checkpoints``
 (``$TORCH_HOME/hub/checkpoints``, by default ``~/.cache/torch/hub/checkpoints``),
 under the file name of its published URL: the place torchvision's weight enums
-and ``torch.hub.load_state_dict_from_url`` would have put it. Nothing is ever
-fetched from the network: a missing file is a ``WeightsNotFoundError`` naming
-the file, its URL and where to put it.
+and ``torch.hub.load_state_dict_from_url`` would have put it. Lookup neither
+downloads nor checks checksums (as torch hub loads a cached file): the
+commands and ``avparse.load`` first fetch and verify what a model needs
+(``avparse.core.hub.fetch`` with the files of ``avparse.core.registry``),
+then build from the same places. A missing file here is a
+``WeightsNotFoundError`` naming the file, its URL and where to put it.
 """
 
 from __future__ import annotations
@@ -16,37 +19,35 @@ from pathlib import Path
 
 import torch
 
-
-class WeightsNotFoundError(FileNotFoundError):
-    """A published weight file is not on disk (one clear message)."""
-
-
-class WeightsError(ValueError):
-    """A weight file exists but is not the expected one (corrupt, wrong names or shapes)."""
+from avparse.core.hub import WeightsError, WeightsNotFoundError, cache_dir  # noqa: F401 (re-exported)
 
 
 def hub_checkpoint_dir() -> Path:
     """torch hub's checkpoint cache (honours $TORCH_HOME, read at call time)."""
-    return Path(torch.hub.get_dir()) / "checkpoints"
+    return cache_dir()
 
 
 def file_name(url: str) -> str:
     return os.path.basename(url.split("?")[0])
 
 
+def _places(weights_dir) -> list[Path]:
+    return ([Path(weights_dir)] if weights_dir is not None else []) + [hub_checkpoint_dir()]
+
+
+_HOW = ("`avparse models --fetch NAME` or the first run of a command with that model downloads it; "
+        "or copy it there by hand")
+
+
 def find_weight_file(url: str, weights_dir: str | os.PathLike | None = None) -> Path:
     """The local path of the file published at ``url`` (see module doc)."""
     name = file_name(url)
-    places = ([Path(weights_dir)] if weights_dir is not None else []) + [hub_checkpoint_dir()]
-    for d in places:
+    for d in _places(weights_dir):
         p = d / name
         if p.is_file():
             return p
-    where = " or ".join(str(d) for d in places)
-    raise WeightsNotFoundError(
-        f"weight file {name} not found; put it in {where} (it is published at {url}; "
-        f"this program never downloads)"
-    )
+    where = " or ".join(str(d) for d in _places(weights_dir))
+    raise WeightsNotFoundError(f"weight file {name} not found; put it in {where} (it is published at {url}; {_HOW})")
 
 
 def find_weight_files(urls: list[str], weights_dir: str | os.PathLike | None = None) -> list[Path]:
@@ -58,13 +59,12 @@ def find_weight_files(urls: list[str], weights_dir: str | os.PathLike | None = N
         except WeightsNotFoundError:
             missing.append(url)
     if missing:
-        places = ([Path(weights_dir)] if weights_dir is not None else []) + [hub_checkpoint_dir()]
         names = ", ".join(file_name(u) for u in missing)
         urls_ = " ".join(missing)
         raise WeightsNotFoundError(
             f"weight file{'s' if len(missing) > 1 else ''} {names} not found; put "
-            f"{'them' if len(missing) > 1 else 'it'} in {' or '.join(str(d) for d in places)} "
-            f"(published at {urls_}; this program never downloads)"
+            f"{'them' if len(missing) > 1 else 'it'} in {' or '.join(str(d) for d in _places(weights_dir))} "
+            f"(published at {urls_}; {_HOW})"
         )
     return found
 

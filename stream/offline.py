@@ -10,7 +10,7 @@ Runtime publishes for the same input.
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 from avparse.core.events import Event
 
@@ -27,6 +27,14 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
     when the source sent one, ``stats["end"]`` = {"reason", "error", "media_time"} of its EndOfStream
     (an ``error`` is a fault mid-way: the events up to it are returned).
     """
+    return list(iter_source(config, model, extractor, source, classes=classes, stats=stats))
+
+
+def iter_source(config: PipelineConfig, model, extractor, source, *, classes: Sequence[str] | None = None,
+                stats: dict | None = None, progress: Callable[[float], None] | None = None) -> Iterator[Event]:
+    """``parse_source`` as a generator: each event as soon as it is decided. ``progress(media_time)``
+    is called after every chunk (keep it cheap). Closing the generator early closes the source;
+    ``stats`` is filled when the source is exhausted."""
     if hasattr(model, "model") and hasattr(model, "classes"):
         classes = classes if classes is not None else model.classes
         model = model.model
@@ -34,7 +42,6 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
         classes = classes_of(model, None)
     clock = VirtualClock()
     pipe = Pipeline(config, model, extractor, classes=classes, timer=time.perf_counter)
-    events: list[Event] = []
     ended = False
     source.open()
     try:
@@ -45,18 +52,19 @@ def parse_source(config: PipelineConfig, model, extractor, source, *, classes: S
             if isinstance(chunk, EndOfStream):
                 # a source that failed mid-way loses the stream, as in the Runtime
                 reason = "source-lost" if chunk.error is not None else chunk.reason
-                events += pipe.end_stream(chunk.stream, reason, clock.now())
+                yield from pipe.end_stream(chunk.stream, reason, clock.now())
                 ended = True
                 if stats is not None:
                     stats["end"] = {"reason": chunk.reason, "error": chunk.error, "media_time": chunk.t}
                 break
             clock.advance(chunk.end if isinstance(chunk, AudioChunk) else chunk.t)
-            events += pipe.feed(chunk, clock.now())
-            events += pipe.poll(clock.now())
+            yield from pipe.feed(chunk, clock.now())
+            yield from pipe.poll(clock.now())
+            if progress is not None:
+                progress(clock.now())
     finally:
         source.close()
     if not ended:
-        events += pipe.end_stream(source.name, "end-of-stream", clock.now())
+        yield from pipe.end_stream(source.name, "end-of-stream", clock.now())
     if stats is not None:
         stats.update(pipe.stats())
-    return events

@@ -50,6 +50,10 @@ class PipelineConfig:
     drop_when_full: bool = False   # True: a full queue drops the chunk (live capture must not block);
                                    # False: the source thread waits (files and scenes: no loss)
     stats_interval: float = 1.0    # seconds of runtime clock between stats sent to the sinks
+    max_lag: Optional[float] = 3.0  # seconds (runtime clock) from capture to processing beyond which a
+                                    # real-time runtime sheds snippets (assembles but does not analyse
+                                    # them, counted) instead of falling further behind; None: never shed.
+                                    # A virtual clock (as-fast-as-possible replay) never sheds.
 
 
 _I = InferenceConfig  # the defaults below are its fields' defaults
@@ -90,6 +94,7 @@ class Pipeline:
         self.snippets = 0
         self._ended_counters: dict[str, dict] = {}  # assembler counters of streams that ended
         self._observers: list[StageObserver] = []
+        self.shed: dict[str, int] = {}  # stream -> snippets assembled but not analysed (feed(..., shed=True))
 
     def observe(self, observer: StageObserver) -> None:
         """Show ``observer`` every snippet, prediction and tracker decision from now on."""
@@ -122,12 +127,18 @@ class Pipeline:
         return out
 
     # ---------------------------------------------------------------- driving
-    def feed(self, chunk, now: float = 0.0) -> list[Event]:
+    def feed(self, chunk, now: float = 0.0, *, shed: bool = False) -> list[Event]:
+        """Push one chunk; ``shed``: the snippets it completes are counted (``stats()["shed"]``) but not
+        analysed (the runtime is behind real time). The grid goes on; inference and tracker see a gap
+        in the snippet indices (windows hold the snippets that were analysed; open events stay open)."""
         if isinstance(chunk, EndOfStream):
             return self.end_stream(chunk.stream, chunk.reason, now)
         if chunk.stream not in self.assemblers:
             self.add_stream(chunk.stream)
         snippets = self._timed("assembler", self.assemblers[chunk.stream].push, chunk)
+        if shed and snippets:
+            self.shed[chunk.stream] = self.shed.get(chunk.stream, 0) + len(snippets)
+            return []
         return self._snippets(snippets, now)
 
     def end_video(self, stream: str, now: float = 0.0) -> list[Event]:
@@ -190,6 +201,7 @@ class Pipeline:
             "inference": self.inference.stats(),
             "streams": streams,
             "snippets": self.snippets,
+            "shed": dict(self.shed),
             "events": self.events,
         }
 
@@ -304,6 +316,8 @@ class Runtime:
         self._lag_sum, self._lag_n, self._lag_max = 0.0, 0, 0.0
         self._started = False
         self._running = False
+        self.notices: list[str] = []  # one-time messages for the user (behind real time, ...)
+        self.on_notice: Optional[Callable[[str], None]] = None  # called with each notice as it happens
 
     def add_sink(self, sink) -> None:
         self.sinks.append(sink)
@@ -421,12 +435,19 @@ class Runtime:
             self.clock.advance(chunk.end if isinstance(chunk, AudioChunk) else chunk.t)
             if isinstance(chunk, AudioChunk):
                 self._audio_end[name] = chunk.end
+            shed = False
             if chunk.wall_time and not self.clock.follows_media:
                 lag = self.clock.now() - chunk.wall_time  # capture -> taken off the queue
                 self._lag_max = max(self._lag_max, lag)
                 self._lag_sum += lag
                 self._lag_n += 1
-            self._emit(self.pipeline.feed(chunk, self.clock.now()))
+                shed = self.config.max_lag is not None and lag > self.config.max_lag
+            before = sum(self.pipeline.shed.values())
+            self._emit(self.pipeline.feed(chunk, self.clock.now(), shed=shed))
+            if shed and sum(self.pipeline.shed.values()) > before:
+                self._behind(lag)
+            elif not shed and not self.notices:
+                self._check_speed()
             # audio ended cleanly, video went on: end once the video has passed the audio's end
             done = self._audio_done.get(name)
             if done is not None and isinstance(chunk, VideoFrame) and \
@@ -450,6 +471,46 @@ class Runtime:
                 self._audio_done[name] = self._audio_end.get(name, 0.0)
         elif not any("video" in self._kinds[j] for j in live):
             self._emit(self.pipeline.end_video(name, self.clock.now()))
+
+    def real_time_factor(self) -> Optional[float]:
+        """Compute seconds (extractors + HAN) per second of media analysed, all streams together
+        (> 1: the machine cannot keep up in real time); None before the first snippets."""
+        c = self.pipeline.inference.counters
+        n = c["snippets"]
+        if n < 3:
+            return None
+        streams = max(1, len(self._stream_live))
+        return (c["extract_seconds"] + c["han_seconds"]) / (n * self.config.grid.hop / streams)
+
+    def _notice(self, text: str) -> None:
+        self.notices.append(text)
+        if self.on_notice is not None:
+            try:
+                self.on_notice(text)
+            except Exception:
+                pass
+
+    def _check_speed(self) -> None:
+        """Once, after a few snippets: say so when the analysis is slower than real time."""
+        if self.clock.follows_media or self.pipeline.inference.counters["snippets"] < 5:
+            return
+        rtf = self.real_time_factor()
+        if rtf is not None and rtf > 1.0:
+            then = ("the delay grows (shedding is off)" if self.config.max_lag is None else
+                    f"once input waits more than {self.config.max_lag:g} s, snippets are shed (not analysed; "
+                    "counted in the stats, drops.shed_snippets)")
+            self._notice(f"this machine needs {rtf:.2f} s to analyse each second of media (real-time factor "
+                         f"{rtf:.2f} > 1): it cannot keep up in real time; {then}. Faster: --precision bf16, "
+                         "--device cuda, or a lighter model")
+
+    def _behind(self, lag: float) -> None:
+        if any(n.startswith("behind real time") for n in self.notices):
+            return
+        rtf = self.real_time_factor()
+        rate = f"real-time factor {rtf:.2f}" if rtf is not None else "real-time factor not measured yet"
+        self._notice(f"behind real time: input waited {lag:.1f} s (> max_lag {self.config.max_lag:g} s, {rate}); "
+                     "shedding snippets to stay live: they are not analysed, events stay as they were across "
+                     "them, and the stats count them (drops.shed_snippets)")
 
     def _end_stream(self, name: str, reason: str) -> None:
         self._audio_done.pop(name, None)
@@ -483,7 +544,10 @@ class Runtime:
             "late_frames": sum(s.get("late_frames", 0) for s in d["streams"].values()),
             "missing_frames": sum(s.get("missing_frames", 0) for s in d["streams"].values()),
             "audio_gaps": sum(s.get("audio_gaps", 0) for s in d["streams"].values()),
+            "shed_snippets": sum(d["shed"].values()),
         }
+        rtf = None if self.clock.follows_media else self.real_time_factor()
+        d["real_time_factor"] = None if rtf is None else round(rtf, 4)
         d["input_lag"] = {"mean": round(self._lag_sum / self._lag_n, 6) if self._lag_n else None,
                           "max": round(self._lag_max, 6) if self._lag_n else None}
         d["faults"] = list(self.faults[-20:])

@@ -19,6 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("proxy", "forward many publishers to many subscribers (XSUB/XPUB)"),
     "keys": ("keys", "make CURVE key pairs for an encrypted event stream"),
     "parse": ("parse", "print the events of a media file"),
+    "models": ("models", "list the named models (demo, llp), their files and what is cached"),
     "synth": ("synth", "write generated audio-visual scenes with dense ground truth"),
     "extract": ("extract", "extract features from media files (LLP layout or packed store)"),
     "pack": ("pack", "pack LLP-layout features into one memory-mapped file per split"),

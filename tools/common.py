@@ -1,6 +1,6 @@
-"""What the subcommands share: one-line user errors, the checkpoint and device checks, the media
-check, the extractor of a checkpoint, stop signals, the data flags of pack/train/evaluate, and
-the sources and publisher of the live commands (run, demo).
+"""What the subcommands share: one-line user errors, the model flags and loading a model by name or
+path (with its files fetched and verified), the device and media checks, stop signals, the data
+flags of pack/train/evaluate, and the sources and publisher of the live commands (run, demo).
 
 Everything here turns a user's mistake into a :class:`UserError` (one line, a nonzero exit),
 never a traceback. Heavy imports (torch, zmq, the stream package) happen inside the helpers.
@@ -14,10 +14,6 @@ import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-
-DEMO_MODEL = "demo.pt"  # the bundled demo checkpoint in avparse.core's assets (used when --model is absent)
-CKPT_HINT = "pass --model with a checkpoint written by avparse train"
-
 
 class UserError(Exception):
     """An error the user can fix: printed as one line, exit status ``code``."""
@@ -54,47 +50,109 @@ def int_list(text: str, flag: str) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------ model, device, media
+#
+# The model flags that `demo`, `run` and `parse` share:
+#     --model NAME|CKPT   a registry name (`avparse models`: demo, llp) or a checkpoint file
+#     --profile NAME      feature profile of a checkpoint that stores none (paper-pca: docs/model.md)
+#     --device, --precision auto|fp32|bf16|fp16, --offline, --threads N
+# They map onto avparse.tools.api.ModelOptions; loading is avparse.tools.api.load_parts, the same
+# code as avparse.load.
+
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 
 
-def model_path(arg: str | None) -> Path:
-    """The checkpoint a subcommand runs: ``--model`` if given, else the bundled demo model
-    (``DEMO_MODEL`` in avparse.core's assets). Missing files are a UserError (one line)."""
-    from importlib.resources import files
+def add_model_flags(g, *, skip: tuple = ()) -> None:
+    """Add the shared model flags to an argparse group (``skip``: flags the command defines itself).
+    Every default is None, "not given": a TOML file or ModelOptions decides."""
+    if "--model" not in skip:
+        g.add_argument("--model", metavar="NAME|CKPT",
+                       help="a model name (demo, llp; `avparse models` lists them) or a checkpoint file "
+                            "(default: demo, the bundled model: generated scenes only)")
+    if "--profile" not in skip:
+        g.add_argument("--profile", default=None, metavar="NAME",
+                       help="feature profile for a checkpoint that stores none (the authors' llp: paper, or "
+                            "paper-pca for PCA + 8-bit VGGish features); a checkpoint's own must match")
+    if "--device" not in skip:
+        g.add_argument("--device", default=None, help="torch device: cpu (default), cuda, cuda:1")
+    if "--precision" not in skip:
+        g.add_argument("--precision", default=None, choices=PRECISIONS,
+                       help="extractor precision: auto (fp16 on CUDA, fp32 on CPU), fp32, bf16 (CPU: faster, "
+                            "features within ~0.5%% of fp32), fp16 (CUDA)")
+    if "--offline" not in skip:
+        g.add_argument("--offline", action="store_true", default=None,
+                       help="never download model files (also AVPARSE_OFFLINE=1); missing ones are named with "
+                            "where to put them")
+    if "--threads" not in skip:
+        g.add_argument("--threads", type=int, default=None, metavar="N",
+                       help="torch CPU threads (default: the CPUs other processes leave free; 0: torch's own)")
 
-    if arg:
-        path = Path(arg)
-        if not path.is_file():
-            raise UserError(f"{arg}: no such checkpoint file; {CKPT_HINT}")
-        return path
-    demo = Path(str(files("avparse.core") / "assets" / DEMO_MODEL))
-    if not demo.is_file():
-        raise UserError(f"the bundled demo model is missing ({demo}); rebuild it with `avparse bundle` "
-                        f"or pass --model CKPT")
-    return demo
+
+def model_options(o: dict):
+    """ModelOptions from a dict of option values (flags and TOML keys; missing or None: its default)."""
+    from .api import ModelOptions
+
+    d = ModelOptions()
+    get = lambda k: getattr(d, k) if o.get(k) is None else o[k]  # noqa: E731
+    threads = o.get("threads")
+    if threads is not None and threads < 0:
+        raise UserError(f"--threads must be >= 0, got {threads}")
+    return ModelOptions(device=get("device"), precision=get("precision"), backend=get("backend"),
+                        profile=o.get("profile"), extractor_weights=o.get("extractor_weights"),
+                        offline=True if o.get("offline") else None, threads=threads)
 
 
-def load_checkpoint(path, *, device: str = "cpu"):
-    """``load_model(path)``; a bad checkpoint is a UserError."""
-    from avparse.core.checkpoint import CheckpointError, load_model
+def check_model(spec) -> None:
+    """A quick check before any work: ``spec`` is None, a known model name or an existing file."""
+    from .api import ModelError, resolve_path
 
     try:
-        return load_model(path, device=device)
-    except CheckpointError as e:
-        raise UserError(f"{e}; {CKPT_HINT}") from None
+        resolve_path(spec)
+    except ModelError as e:
+        raise UserError(str(e)) from None
+
+
+def load_model_parts(o: dict):
+    """(Resolved, LoadedModel, Extractor) for the options ``o`` (``model`` and the flags above): files
+    fetched and verified, threads picked; any problem is a UserError (one line)."""
+    from .api import ModelError, cpu_sample, default_progress, load_parts, set_threads
+
+    options = model_options(o)
+    check_device(options.device)
+    since = cpu_sample()  # the CPUs other processes leave free are measured while the model loads
+    try:
+        parts = load_parts(o.get("model"), options, progress=default_progress())
+    except ModelError as e:
+        raise UserError(str(e)) from None
+    set_threads(options.threads, since)
+    return parts
+
+
+def thread_tuner(o: dict):
+    """The runtime sink that follows the free CPUs (None with --threads N or a GPU)."""
+    from .api import ThreadTuner
+
+    if o.get("threads") is not None or str(o.get("device") or "cpu") != "cpu":
+        return None
+    return ThreadTuner()
+
+
+def real_input_notice(prog: str, entry, kind: str) -> None:
+    """Print, once, the line a model trained on generated scenes owes a user of real input."""
+    from .api import real_input_notice as text_of
+
+    text = text_of(entry, kind)
+    if text:
+        print(f"{prog}: note: {text}", file=sys.stderr, flush=True)
 
 
 def check_device(device: str) -> None:
     """A torch device that exists here, else a UserError (not torch's traceback)."""
-    import torch
+    from .api import ModelError, check_device as check
 
     try:
-        dev = torch.device(device)
-    except (RuntimeError, ValueError, TypeError):
-        raise UserError(f"--device {device}: not a torch device (cpu, cuda, cuda:1, ...)") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: no CUDA GPU is usable here; use --device cpu")
-    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
-        raise UserError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+        check(device)
+    except ModelError as e:
+        raise UserError(f"--{e}") from None
 
 
 def check_media(path: str, what: str = "") -> None:
@@ -103,20 +161,6 @@ def check_media(path: str, what: str = "") -> None:
 
     if not (is_url(path) or Path(path).is_file()):
         raise UserError(f"{what}{path}: no such media file")
-
-
-def checkpoint_extractor(loaded, *, backend: str = "eager", device: str = "cpu", weights=None):
-    """The extractors of a loaded checkpoint: its bundled weights, else ``weights`` (a folder of the
-    published files); any failure is a UserError naming the profile."""
-    from avparse.core.extractors import build_extractor
-    from avparse.core.extractors.backends import BackendError
-    from avparse.core.weights import WeightsError
-
-    w = loaded.extractor_state if loaded.extractor_state is not None else weights
-    try:
-        return build_extractor(loaded.profile, weights=w, backend=backend, device=device)
-    except (WeightsError, BackendError, FileNotFoundError, ValueError) as e:
-        raise UserError(f"extractors of profile {loaded.profile.name!r}: {e}") from None
 
 
 @contextlib.contextmanager

@@ -1,7 +1,7 @@
 """`avparse demo`: watch avparse parse a scene live, in a window.
 
     avparse demo                                   a generated scene, the bundled model
-    avparse demo --camera 0 --mic default --model CKPT
+    avparse demo --camera 0 --mic default --model llp
     avparse demo --headless --out demo.mp4 --duration 30
 
 The window shows the video, the events active now (class and modality), a
@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from .common import UserError, run_main, stop_signals
+from .common import UserError, add_model_flags, check_model, run_main, stop_signals
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -48,10 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--mic", metavar="DEVICE", help="microphone (PortAudio name or index; 'default')")
     g.add_argument("--file", metavar="PATH", help="a media file or URL with sound and picture (FFmpeg)")
     g = p.add_argument_group("model")
-    g.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled demo model)")
-    g.add_argument("--device", default=d.device, help=f"torch device ({d.device})")
+    add_model_flags(g)
     g.add_argument("--extractor-weights", metavar="DIR", default=None,
-                   help="folder with the published extractor weights (when the checkpoint bundles none)")
+                   help="folder searched first for the published extractor files (paper profiles)")
+    g.add_argument("--max-lag", type=float, default=None, metavar="S",
+                   help=f"seconds input may wait before snippets are shed to stay live ({d.max_lag:g}; 0: never shed)")
     g.add_argument("--on", type=float, default=None,
                    help=f"tracker: probability that turns a class on ({d.tracker.on_threshold:g})")
     g.add_argument("--min-on", type=float, default=None, help="tracker: seconds on before an onset")
@@ -104,6 +105,11 @@ def _run(args) -> int:
         raise UserError("--duration must be >= 0, --fps > 0 and --seconds > 1")
     if args.scene_duration < 0:
         raise UserError("--scene-duration must be >= 0 (0: endless)")
+    if args.max_lag is not None and not 0 <= args.max_lag < float("inf"):
+        raise UserError(f"--max-lag must be finite seconds >= 0, got {args.max_lag}")
+    if args.threads is not None and args.threads < 0:
+        raise UserError(f"--threads must be >= 0, got {args.threads}")
+    check_model(args.model)
     width, height = parse_size(args.size)
     headless = args.headless or not display_available()
     out = args.out
@@ -121,7 +127,11 @@ def _run(args) -> int:
         raise UserError(f"pipeline options: {e}") from None
     cfg = DemoConfig(scene=args.scene if args.scene is not None else DemoConfig.scene,
                      scene_duration=args.scene_duration, camera=args.camera, mic=args.mic, file=args.file,
-                     model=args.model, device=args.device, extractor_weights=args.extractor_weights, tracker=tracker,
+                     model=args.model, device=args.device or DemoConfig.device,
+                     precision=args.precision or DemoConfig.precision, profile=args.profile,
+                     offline=bool(args.offline), threads=args.threads,
+                     max_lag=DemoConfig.max_lag if args.max_lag is None else (args.max_lag or None),
+                     extractor_weights=args.extractor_weights, tracker=tracker,
                      headless=headless, out=out, events=events, duration=args.duration, width=width, height=height,
                      fps=args.fps, window_seconds=args.seconds, quiet=args.quiet, publish=not args.no_publish,
                      pub=args.pub, snapshot=args.snapshot)

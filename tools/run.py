@@ -20,21 +20,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .common import (
+    PRECISIONS,
     StreamSpec,
     UserError,
+    add_model_flags,
     build_sources,
     check_device,
-    checkpoint_extractor,
-    load_checkpoint,
-    model_path,
+    check_model,
+    load_model_parts,
     open_publisher,
+    real_input_notice,
     run_main,
     stop_signals,
+    thread_tuner,
 )
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
-TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
-            "extractor_weights", "duration", "fast", "on", "min_on", "min_off", "publish", "stream"}
+TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
+            "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "min_on", "min_off",
+            "publish", "stream"}
 PUBLISH_KEYS = {"pub", "snapshot", "log", "name", "curve_server_key", "curve_allow", "heartbeat"}
 STREAM_KEYS = {"name", "scene", "scene_duration", "file", "camera", "mic", "speed"}
 PIPELINE_KEYS = ("hop", "window", "lookahead", "max_batch", "device", "backend")  # onto pipeline_config
@@ -70,16 +74,16 @@ def build_parser() -> argparse.ArgumentParser:
                    help="files and scenes as fast as possible (default: paced in real time)")
     g.add_argument("--duration", type=float, default=None, help="stop after this many seconds (0: no limit)")
     g = p.add_argument_group("model and pipeline")
-    g.add_argument("--model", metavar="CKPT", help="checkpoint (default: the bundled demo model, if installed)")
-    g.add_argument("--profile", default=None, help="expected feature profile (checked against the checkpoint)")
+    add_model_flags(g)
     g.add_argument("--hop", type=float, default=None, help="seconds between snippets (< 1: overlapping)")
     g.add_argument("--window", type=int, default=None, help="snippets per HAN window")
     g.add_argument("--lookahead", type=int, default=None, help="1 s steps of future context")
     g.add_argument("--max-batch", type=int, default=None, help="snippets per extractor batch")
-    g.add_argument("--device", default=None, help="torch device (cpu)")
+    g.add_argument("--max-lag", type=float, default=None, metavar="S",
+                   help="live: seconds input may wait before snippets are shed to stay live (3; 0: never shed)")
     g.add_argument("--backend", default=None, help="extractor backend: eager, compile, tensorrt")
     g.add_argument("--extractor-weights", metavar="DIR", default=None,
-                   help="folder with the published extractor weights (when the checkpoint bundles none)")
+                   help="folder searched first for the published extractor files (paper profiles)")
     g.add_argument("--on", type=float, default=None, help="tracker: probability that turns a class on")
     g.add_argument("--min-on", type=float, default=None, help="tracker: seconds on before an onset")
     g.add_argument("--min-off", type=float, default=None, help="tracker: seconds off before an offset")
@@ -111,7 +115,9 @@ def _check_type(path, key, value, types, what):
 
 
 _TYPES = {
-    "model": ((str,), "a path"), "profile": ((str,), "a profile name"), "hop": ((int, float), "a number"),
+    "model": ((str,), "a model name or a path"), "profile": ((str,), "a profile name"),
+    "hop": ((int, float), "a number"), "precision": ((str,), "auto, fp32, bf16 or fp16"),
+    "offline": ((bool,), "true or false"), "threads": ((int,), "an integer"), "max_lag": ((int, float), "a number"),
     "lookahead": ((int,), "an integer"), "window": ((int,), "an integer"), "max_batch": ((int,), "an integer"),
     "device": ((str,), "a string"), "backend": ((str,), "a string"), "extractor_weights": ((str,), "a path"),
     "duration": ((int, float), "a number"), "fast": ((bool,), "true or false"), "on": ((int, float), "a number"),
@@ -131,6 +137,9 @@ _RANGES = {
     "speed": (lambda v: 0 < v < float("inf"), "a finite number > 0 (1: real time)"),
     "heartbeat": (lambda v: 0 < v < float("inf"), "a finite number of seconds > 0"),
     "scene_duration": (lambda v: 1 <= v <= MAX_SCENE, f"whole seconds from 1 to {MAX_SCENE} (a week)"),
+    "precision": (lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
+    "threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's own)"),
+    "max_lag": (lambda v: 0 <= v < float("inf"), "finite seconds >= 0 (0: never shed)"),
 }
 
 
@@ -214,9 +223,11 @@ def spec_from_args(args) -> RunSpec:
         raise UserError(f"--scene-duration must be whole seconds from 1 to {MAX_SCENE}, got {args.scene_duration}")
     if args.duration is not None and not 0 <= args.duration < float("inf"):
         raise UserError(f"--duration must be a finite number of seconds >= 0, got {args.duration}")
+    if args.max_lag is not None and not 0 <= args.max_lag < float("inf"):
+        raise UserError(f"--max-lag must be finite seconds >= 0, got {args.max_lag}")
     # flags override the file's top-level and [publish] values
-    for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
-              "extractor_weights", "duration", "fast", "on", "min_on", "min_off"):
+    for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
+              "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "min_on", "min_off"):
         v = getattr(args, k)
         if v is not None:
             spec.options[k] = v
@@ -244,7 +255,7 @@ def _run(spec: RunSpec) -> int:
     from avparse.stream.inference import InferenceConfig
 
     o = spec.options
-    path = model_path(o.get("model"))
+    check_model(o.get("model"))
     device = o.get("device", InferenceConfig.device)
     check_device(device)
     key = spec.publish.get("curve_server_key")
@@ -278,22 +289,23 @@ def _run(spec: RunSpec) -> int:
     timer = None
     try:
         with stop_signals(on_signal):
-            loaded = load_checkpoint(path, device=device)
-            if o.get("profile") and o["profile"] != loaded.profile.name:
-                raise UserError(f"--profile {o['profile']} but {path} was trained on profile "
-                                f"{loaded.profile.name!r}; drop --profile or pass a matching checkpoint")
+            res, loaded, extractor = load_model_parts(o)
             try:
                 tracker = TrackerConfig.from_options(on=o.get("on"), min_on=o.get("min_on"), min_off=o.get("min_off"))
                 config = pipeline_config(profile=loaded.profile, tracker=tracker,
                                          drop_when_full=any(s.camera or s.mic for s in spec.streams),
-                                         **{k: o[k] for k in PIPELINE_KEYS if k in o})
+                                         max_lag=max_lag(o), **{k: o[k] for k in PIPELINE_KEYS if k in o})
             except (TypeError, ValueError) as e:
                 raise UserError(f"pipeline options: {e}") from None
-            extractor = checkpoint_extractor(loaded, backend=config.inference.backend, device=device,
-                                             weights=o.get("extractor_weights"))
             clock = VirtualClock() if fast else RealClock()
             sources = build_sources(spec.streams, loaded.profile, fast=fast)
+            for s in spec.streams:
+                real_input_notice("avparse run", res.entry, input_kind(s))
             runtime = Runtime(config, loaded, extractor, sources, clock=clock)
+            runtime.on_notice = lambda text: print(f"avparse run: {text}", file=sys.stderr, flush=True)
+            tuner = thread_tuner(o)
+            if tuner is not None:
+                runtime.add_sink(tuner)
             runtime.add_sink(publisher)
             if stopped.is_set():
                 return 0
@@ -327,3 +339,17 @@ def _loopback(endpoint: str) -> bool:
         return True
     host = rest.rsplit(":", 1)[0].strip("[]")
     return host.startswith("127.") or host in ("localhost", "::1", "lo")
+
+
+def max_lag(o: dict):
+    """PipelineConfig.max_lag from the options: not given, the default; 0: never shed."""
+    from avparse.stream.pipeline import PipelineConfig
+
+    v = o.get("max_lag")
+    return PipelineConfig.max_lag if v is None else (None if v == 0 else float(v))
+
+
+def input_kind(s: StreamSpec) -> str:
+    """What a stream watches, in the words of the bundled model's notice."""
+    return ("scene" if s.scene is not None else "file" if s.file is not None else
+            "camera" if s.camera is not None else "microphone")

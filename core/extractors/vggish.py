@@ -21,12 +21,12 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from avparse.core.registry import VGGISH, VGGISH_PCA
+
 from .visual import load_checked
 
-VGGISH_FILE = "vggish-10086976.pth"
-VGGISH_PCA_FILE = "vggish_pca_params-970ea276.pth"
-VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/" + VGGISH_FILE
-VGGISH_PCA_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/" + VGGISH_PCA_FILE
+VGGISH_FILE, VGGISH_URL = VGGISH.name, VGGISH.url              # the published files (addresses and checksums:
+VGGISH_PCA_FILE, VGGISH_PCA_URL = VGGISH_PCA.name, VGGISH_PCA.url  # avparse.core.registry)
 
 _CFG = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")  # torchvggish make_layers()
 QUANTIZE_MIN, QUANTIZE_MAX = -2.0, 2.0

@@ -79,9 +79,9 @@ def test_save_refuses_inconsistent_inputs(tmp_path, tiny_profile):
     assert not list(tmp_path.iterdir())  # nothing half-written
 
 
-def expect_error(path, *fragments):
+def expect_error(path, *fragments, **kw):
     with pytest.raises(CheckpointError) as e:
-        load_model(path)
+        load_model(path, **kw)
     msg = str(e.value)
     assert "\n" not in msg and "Traceback" not in msg, msg
     assert str(path) in msg, msg
@@ -228,3 +228,16 @@ def test_original_state_dict_errors(tmp_path):
     p = tmp_path / "dims.pt"
     torch.save(_original_like(dataclasses.replace(paper, audio_dim=64)), p)
     expect_error(p, "audio_dim")
+
+
+def test_profile_of_a_file_that_stores_none(tmp_path, saved):
+    from avparse.core.profiles import PAPER_PCA
+
+    p = tmp_path / "orig.pt"
+    torch.save(_original_like(HANConfig()), p)
+    assert load_model(p).profile == PAPER  # the LLP features' reading (avparse.core.registry)
+    assert load_model(p, profile="paper-pca").profile == PAPER_PCA  # the other one, one argument away
+    expect_error(p, "unknown feature profile 'nope'", profile="nope")
+    path, _ = saved
+    assert load_model(path, profile="tiny").profile.name == "tiny"
+    expect_error(path, "trained on feature profile 'tiny', not 'paper'", profile="paper")

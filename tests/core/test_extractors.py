@@ -98,7 +98,7 @@ def test_missing_weights_name_every_file_and_where_to_put_it(tmp_path, monkeypat
     msg = str(e.value)
     for name in (VGGISH_FILE, VGGISH_PCA_FILE, RESNET_FILE, R21D_FILE):
         assert name in msg
-    assert str(tmp_path / "th" / "hub" / "checkpoints") in msg and "never downloads" in msg
+    assert str(tmp_path / "th" / "hub" / "checkpoints") in msg and "avparse models --fetch" in msg
     with pytest.raises(WeightsNotFoundError, match=str(tmp_path / "mine")):
         build_extractor("paper", weights=tmp_path / "mine")
 

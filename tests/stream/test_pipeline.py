@@ -375,3 +375,43 @@ def test_a_failing_stage_leaves_no_source_running():
     with pytest.raises(RuntimeError, match="out of memory"):
         rt.run()
     assert src.closed and not any(th.is_alive() for th in rt._threads)
+
+
+def test_shed_snippets_are_counted_not_analysed_and_events_bridge_them():
+    from avparse.stream.pipeline import Pipeline
+
+    pipe = Pipeline(config(window=4), ToyHAN(), ToyExtractor(), classes=CLASSES)
+    pipe.add_stream("a")
+    events = []
+    for chunk in ToySource("a").read():
+        if isinstance(chunk, EndOfStream):
+            events += pipe.end_stream("a", chunk.reason)
+            break
+        shed = isinstance(chunk, AudioChunk) and 3.0 <= chunk.t < 4.0  # the runtime is behind for 1 s
+        events += pipe.feed(chunk, shed=shed)
+    st = pipe.stats()
+    assert st["shed"] == {"a": 1} and st["snippets"] == 7 and st["inference"]["snippets"] == 7
+    got = brief(events)  # the beep (2-5 s) stays one event across the shed snippet 3
+    assert ("a", "onset", "Beep", "audio", 2.0, "") in got and ("a", "offset", "Beep", "audio", 5.0, "ended") in got
+    assert sum(e.label == "Beep" for e in events) == 2
+
+
+class SlowExtractor(ToyExtractor):
+    """The toy extractor on a machine too slow for real time: 1.1 s of work per call."""
+
+    def __call__(self, audio, frames):
+        time.sleep(1.1)
+        return super().__call__(audio, frames)
+
+
+@pytest.mark.slow
+def test_a_runtime_slower_than_real_time_says_so_once_with_its_real_time_factor():
+    cfg = config(window=4, max_wait=0.0, max_lag=None)  # no shedding: the measurement alone
+    rt = Runtime(cfg, ToyHAN(), SlowExtractor(), [ToySource("a", duration=7.0, pace=1.0)], clock=RealClock(),
+                 classes=CLASSES)
+    seen = []
+    rt.on_notice = seen.append
+    st = rt.run()
+    assert len(seen) == 1 and "real-time factor 1." in seen[0] and "cannot keep up" in seen[0]
+    assert "shedding is off" in seen[0]
+    assert st["real_time_factor"] > 1.0 and st["drops"]["shed_snippets"] == 0

@@ -27,7 +27,7 @@ from avparse.tools.demo_app.state import OverlayConfig, OverlayState, with_audio
 from avparse.tools.demo_app.recorder import Recorder, RecorderConfig
 from avparse.stream import wire
 from avparse.stream.types import AudioChunk, VideoFrame
-from avparse.tools import common, demo
+from avparse.tools import demo
 from avparse.tools.demo_app.scenes import ChainedScene
 
 REPO = Path(__file__).resolve().parents[2]
@@ -177,7 +177,11 @@ def test_recorder_places_audio_by_media_time(tmp_path):
 
 
 def test_missing_bundled_model_is_one_line(capsys, monkeypatch, tmp_path):
-    monkeypatch.setattr(common, "DEMO_MODEL", "no-such-model.pt")
+    import dataclasses
+
+    from avparse.core import registry
+
+    monkeypatch.setitem(registry.MODELS, "demo", dataclasses.replace(registry.DEMO, bundled="no-such-model.pt"))
     rc = demo.main(["--headless", "--out", str(tmp_path / "x.mp4"), "--no-publish"])
     line = one_line_error(capsys, rc)
     assert "bundled demo model" in line and "avparse bundle" in line and "--model" in line

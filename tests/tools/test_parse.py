@@ -15,7 +15,7 @@ from avparse.stream.clock import RealClock, VirtualClock
 from avparse.stream.offline import parse_source
 from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
 from avparse.stream.sources import FileSource
-from avparse.tools import common, parse
+from avparse.tools import parse
 from avparse.tools.harness.standins import StatsExtractor, stand_in
 
 
@@ -75,7 +75,11 @@ def test_bad_options_are_one_line(capsys, tiny_checkpoint, llp_clip):
 
 
 def test_no_model_and_no_demo(capsys, llp_clip, monkeypatch):
-    monkeypatch.setattr(common, "DEMO_MODEL", "no-such-demo-model.pt")
+    import dataclasses
+
+    from avparse.core import registry
+
+    monkeypatch.setitem(registry.MODELS, "demo", dataclasses.replace(registry.DEMO, bundled="no-such-demo-model.pt"))
     rc = parse.main([str(llp_clip)])
     assert "--model" in one_line_error(capsys, rc)
 

@@ -21,9 +21,9 @@ from avparse.tools.common import (
     StreamSpec,
     UserError,
     build_sources,
-    checkpoint_extractor,
-    load_checkpoint,
-    model_path,
+    load_model_parts,
+    real_input_notice,
+    thread_tuner,
     open_publisher,
     stream_name,
 )
@@ -39,9 +39,14 @@ class DemoConfig:
     camera: str | None = None            # camera index, device, video file or URL (OpenCV)
     mic: str | None = None               # microphone (PortAudio name or index; "default")
     file: str | None = None              # a media file or URL with sound and picture (FFmpeg)
-    model: str | None = None             # checkpoint (None: the bundled demo model)
+    model: str | None = None             # model name (demo, llp) or checkpoint file (None: the bundled demo model)
     device: str = "cpu"                  # torch device of the extractors and HAN
-    extractor_weights: str | None = None  # folder with the published extractor weights (checkpoints without them)
+    precision: str = "auto"              # extractors: auto (fp32 on CPU, fp16 on CUDA), fp32, bf16 (CPU), fp16
+    profile: str | None = None           # feature profile of a checkpoint that stores none (paper-pca)
+    offline: bool = False                # never download model files
+    threads: int | None = None           # torch CPU threads (None: the free CPUs, followed while running)
+    max_lag: float | None = 3.0          # seconds input may wait before snippets are shed (None: never)
+    extractor_weights: str | None = None  # folder searched first for the published extractor files
     tracker: TrackerConfig = field(default_factory=TrackerConfig)  # thresholds and durations
     headless: bool = False               # no window: write the annotated video (``out``)
     out: str | None = None               # annotated mp4 to write (None: none with a window; headless: dated name)
@@ -178,7 +183,6 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
     from .state import OverlayState
     from .window import FramePump, Window
 
-    path = model_path(cfg.model)
     headless, out, events_path = cfg.headless, cfg.out, cfg.events
     publisher = recorder = event_file = window = None
     runtime = thread = None
@@ -186,7 +190,9 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
         if cfg.publish:
             publish = {k: v for k, v in (("pub", cfg.pub), ("snapshot", cfg.snapshot)) if v}
             publisher = open_publisher(publish, " (or pass --pub/--snapshot, or --no-publish)")
-        loaded = load_checkpoint(path, device=cfg.device)
+        model_opts = {"model": cfg.model, "device": cfg.device, "precision": cfg.precision, "profile": cfg.profile,
+                      "offline": cfg.offline, "threads": cfg.threads, "extractor_weights": cfg.extractor_weights}
+        res, loaded, extractor = load_model_parts(model_opts)
         profile = loaded.profile
         sources, where, truth = _watch(cfg, profile)
 
@@ -197,7 +203,7 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
             raise UserError(str(e)) from None
         state = OverlayState(ocfg, classes=loaded.classes, truth=truth)
         state.snippet_seconds = profile.snippet_seconds
-        overlay = Overlay(ocfg, classes=loaded.classes, source=where, model=f"{path.name} ({profile.name})")
+        overlay = Overlay(ocfg, classes=loaded.classes, source=where, model=f"{res.name} ({profile.name})")
         if out:
             if notice:
                 print(notice, file=sys.stderr, flush=True)
@@ -226,11 +232,17 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
         tapped = [TapSource(s, (lambda c, m=(s is audio_src): on_chunk(c, m)), until=until) for s in sources]
 
         try:
-            config = pipeline_config(profile=profile, device=cfg.device, tracker=cfg.tracker, drop_when_full=cfg.live)
+            config = pipeline_config(profile=profile, device=cfg.device, tracker=cfg.tracker, drop_when_full=cfg.live,
+                                     max_lag=cfg.max_lag)
         except ValueError as e:
             raise UserError(f"pipeline options: {e}") from None
-        extractor = checkpoint_extractor(loaded, device=cfg.device, weights=cfg.extractor_weights)
+        real_input_notice("avparse demo", res.entry, "file" if cfg.file else "camera" if cfg.camera else
+                          "microphone" if cfg.mic else "scene")
         runtime = Runtime(config, loaded, extractor, tapped, clock=RealClock())
+        runtime.on_notice = lambda text: print(f"avparse demo: {text}", file=sys.stderr, flush=True)
+        tuner = thread_tuner(model_opts)
+        if tuner is not None:
+            runtime.add_sink(tuner)
         runtime.pipeline.observe(state)
         for sink in (publisher, state, recorder, event_file, None if cfg.quiet else TerminalSink()):
             if sink is not None:
