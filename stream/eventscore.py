@@ -33,8 +33,8 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 
 from avparse.core.events import Event
+from avparse.core.labels import MODALITIES
 
-MODALITIES = ("audio", "visual", "audiovisual")
 COLLAR = 1.0   # seconds: onset and offset collar (one LLP snippet)
 
 
@@ -97,9 +97,13 @@ def detections(events: Iterable[Event], *, end: float | None = None) -> list[Int
 
 # ----------------------------------------------------------------- the library's figures
 def _sed_eval():
+    import warnings
+
     try:
-        import dcase_util
-        import sed_eval
+        with warnings.catch_warnings():   # dcase_util imports pkg_resources, deprecated by setuptools
+            warnings.simplefilter("ignore")
+            import dcase_util
+            import sed_eval
     except ImportError as e:  # a broken install: the dependency is declared in pyproject.toml
         raise RuntimeError(f"event scoring needs sed_eval ({e}); reinstall avparse (pip install -e .)") from None
     return sed_eval, dcase_util
