@@ -22,6 +22,7 @@ from pathlib import Path
 from .common import (
     StreamSpec,
     UserError,
+    add_tracker_args,
     build_sources,
     check_device,
     checkpoint_extractor,
@@ -29,12 +30,15 @@ from .common import (
     model_path,
     open_publisher,
     run_main,
+    TrackerOptions,
     stop_signals,
+    tracker_config,
 )
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
 TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
-            "extractor_weights", "duration", "fast", "on", "min_on", "min_off", "publish", "stream"}
+            "extractor_weights", "duration", "fast", "on", "off", "min_on", "min_off", "gate", "calibration",
+            "publish", "stream"}
 PUBLISH_KEYS = {"pub", "snapshot", "log", "name", "curve_server_key", "curve_allow", "heartbeat"}
 STREAM_KEYS = {"name", "scene", "scene_duration", "file", "camera", "mic", "speed"}
 PIPELINE_KEYS = ("hop", "window", "lookahead", "max_batch", "device", "backend")  # onto pipeline_config
@@ -80,9 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default=None, help="extractor backend: eager, compile, tensorrt")
     g.add_argument("--extractor-weights", metavar="DIR", default=None,
                    help="folder with the published extractor weights (when the checkpoint bundles none)")
-    g.add_argument("--on", type=float, default=None, help="tracker: probability that turns a class on")
-    g.add_argument("--min-on", type=float, default=None, help="tracker: seconds on before an onset")
-    g.add_argument("--min-off", type=float, default=None, help="tracker: seconds off before an offset")
+    add_tracker_args(g)
     g = p.add_argument_group("publishing")
     g.add_argument("--pub", default=None, metavar="EP", help="event endpoint to bind (tcp://127.0.0.1:5556)")
     g.add_argument("--snapshot", default=None, metavar="EP",
@@ -115,7 +117,8 @@ _TYPES = {
     "lookahead": ((int,), "an integer"), "window": ((int,), "an integer"), "max_batch": ((int,), "an integer"),
     "device": ((str,), "a string"), "backend": ((str,), "a string"), "extractor_weights": ((str,), "a path"),
     "duration": ((int, float), "a number"), "fast": ((bool,), "true or false"), "on": ((int, float), "a number"),
-    "min_on": ((int, float), "a number"), "min_off": ((int, float), "a number"),
+    "min_on": ((int, float), "a number"), "min_off": ((int, float), "a number"), "off": ((int, float), "a number"),
+    "gate": ((bool,), "true or false"), "calibration": ((bool,), "true or false (false: the bare rule)"),
     "pub": ((str,), "an endpoint"), "snapshot": ((str, bool), "an endpoint or false"), "log": ((str,), "a path"),
     "curve_server_key": ((str,), "a path"), "curve_allow": ((str,), "a path"), "heartbeat": ((int, float), "a number"),
     "scene": ((int,), "an integer seed"), "scene_duration": ((int,), "whole seconds"), "file": ((str,), "a path"),
@@ -216,10 +219,14 @@ def spec_from_args(args) -> RunSpec:
         raise UserError(f"--duration must be a finite number of seconds >= 0, got {args.duration}")
     # flags override the file's top-level and [publish] values
     for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend",
-              "extractor_weights", "duration", "fast", "on", "min_on", "min_off"):
+              "extractor_weights", "duration", "fast", "on", "off", "min_on", "min_off"):
         v = getattr(args, k)
         if v is not None:
             spec.options[k] = v
+    if args.gate:
+        spec.options["gate"] = True
+    if args.no_calibration:
+        spec.options["calibration"] = False
     for k, a in (("pub", "pub"), ("snapshot", "snapshot"), ("log", "log"), ("name", "publisher_name"),
                  ("curve_server_key", "curve_server_key"), ("curve_allow", "curve_allow")):
         v = getattr(args, a)
@@ -241,6 +248,7 @@ def main(argv=None) -> int:
 
 
 def _run(spec: RunSpec) -> int:
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.inference import InferenceConfig
 
     o = spec.options
@@ -255,7 +263,6 @@ def _run(spec: RunSpec) -> int:
     from avparse.stream.clock import RealClock, VirtualClock
     from avparse.stream.pipeline import Runtime, pipeline_config
     from avparse.stream.sources import SourceError
-    from avparse.stream.tracker import TrackerConfig
 
     fast = bool(o.get("fast", False))
     if fast and any(s.camera is not None or s.mic is not None for s in spec.streams):
@@ -282,8 +289,12 @@ def _run(spec: RunSpec) -> int:
             if o.get("profile") and o["profile"] != loaded.profile.name:
                 raise UserError(f"--profile {o['profile']} but {path} was trained on profile "
                                 f"{loaded.profile.name!r}; drop --profile or pass a matching checkpoint")
+            hop = float(o.get("hop", SnippetGrid.hop))
+            options = TrackerOptions(on=o.get("on"), off=o.get("off"), min_on=o.get("min_on"),
+                                     min_off=o.get("min_off"), gate=bool(o.get("gate", False)),
+                                     calibrated=o.get("calibration", True))
+            tracker, rules = tracker_config(loaded, hop=hop, options=options)
             try:
-                tracker = TrackerConfig.from_options(on=o.get("on"), min_on=o.get("min_on"), min_off=o.get("min_off"))
                 config = pipeline_config(profile=loaded.profile, tracker=tracker,
                                          drop_when_full=any(s.camera or s.mic for s in spec.streams),
                                          **{k: o[k] for k in PIPELINE_KEYS if k in o})
@@ -308,7 +319,8 @@ def _run(spec: RunSpec) -> int:
                 timer.start()
             print(f"avparse run: publishing {', '.join(s.name for s in spec.streams)} on {publisher.pub_endpoint}"
                   + (f", snapshot {publisher.snapshot_endpoint}" if publisher.snapshot_endpoint else "")
-                  + (f", log {spec.publish['log']}" if spec.publish.get("log") else ""), file=sys.stderr, flush=True)
+                  + (f", log {spec.publish['log']}" if spec.publish.get("log") else "") + f"; tracker: {rules}",
+                  file=sys.stderr, flush=True)
             runtime.run()
             for f in runtime.faults:
                 print(f"avparse run: {f}", file=sys.stderr)

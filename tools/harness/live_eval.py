@@ -109,8 +109,11 @@ def load_clips(media_dir, labels_dir, split: str, classes: Sequence[str], *, num
 
 
 def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEvalConfig(), *,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Run every clip through the Runtime; (pred_a [N,C,T], pred_v [N,C,T], info)."""
+                     progress: Callable[[int, int], None] | None = None,
+                     on_probs: Callable[[int, object], None] | None = None,
+                     on_events: Callable[[int, list], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Run every clip through the Runtime; (pred_a [N,C,T], pred_v [N,C,T], info). ``on_probs(i, p)``
+    sees every prediction of clip i before the tracker, ``on_events(i, events)`` clip i's events."""
     import torch
 
     from avparse.stream.clock import VirtualClock
@@ -138,6 +141,9 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
             names = [f"s{g + j}" for j in range(len(group))]  # unique stream names (file stems may repeat)
             sources = [FileSource(cl.path, sample_rate=profile.sample_rate, name=nm) for cl, nm in zip(group, names)]
             rt = Runtime(pcfg, loaded, extractor, sources, clock=VirtualClock())
+            if on_probs is not None:
+                index = {nm: g + j for j, nm in enumerate(names)}
+                rt.pipeline.on_probs(lambda p, index=index: on_probs(index[p.stream], p))
             log = EventLog()
             rt.add_sink(log)
             st = rt.run()
@@ -149,9 +155,11 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
             info["extract_seconds"] += st["inference"]["extract_seconds"]
             info["han_seconds"] += st["inference"]["han_seconds"]
             for j, nm in enumerate(names):
-                m = events_to_matrices([e for e in log.events if e.stream == nm], classes, t,
-                                       snippet_seconds=profile.snippet_seconds)
+                mine = [e for e in log.events if e.stream == nm]
+                m = events_to_matrices(mine, classes, t, snippet_seconds=profile.snippet_seconds)
                 pred_a[g + j], pred_v[g + j] = m["audio"], m["visual"]
+                if on_events is not None:
+                    on_events(g + j, mine)
             if progress is not None:
                 progress(min(n, g + len(group)), n)
     finally:

@@ -1,0 +1,154 @@
+"""`avparse calibrate CKPT --data DIR`: the tracker's decision rules for event-level accuracy.
+
+    avparse calibrate core/assets/demo.pt --data runs/bundle/synth          # its val split, hops 1 and 0.25
+    avparse calibrate best.pt --data LLP_MEDIA --labels LLP_CSVS            # LLP media + dense val annotations
+    avparse calibrate CKPT --data DIR --hops 1 --out calibrated.pt --json cal.json
+
+Runs the validation clips (--split, default val) through the live runtime at
+each hop, keeps every snippet prediction, chooses per modality (and per class
+where cross-validation says so) the on/off thresholds, minimum durations, gate
+and smoothing that maximise collar-based event F1 within the onset-latency
+bound (stream/calibrate.py), prints the validation figures of the bare rule
+and of the calibrated one, and writes the rules into the checkpoint (in place,
+or --out). `run`, `demo` and `parse` then use them by default. See
+docs/calibration.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from .common import UserError, run_main
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="avparse calibrate", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog="Details: docs/calibration.md.")
+    p.add_argument("checkpoint", metavar="CKPT", help="an avparse checkpoint (written in place unless --out)")
+    p.add_argument("--data", required=True, metavar="DIR",
+                   help="validation set with dense truth: an `avparse synth` folder (media/ + synth_*.csv), or "
+                        "a folder of media files with --labels")
+    p.add_argument("--labels", metavar="DIR", help="folder of the annotation CSVs when not in --data (LLP's)")
+    p.add_argument("--media", metavar="DIR", help="folder of the clips' media files (default: DATA/media, else DATA)")
+    p.add_argument("--split", choices=("val", "test"), default="val",
+                   help="the split calibrated on (default val; never the split you report on)")
+    p.add_argument("--clips", type=int, default=None, metavar="N", help="at most N clips of the split (default: all)")
+    p.add_argument("--hops", default="1,0.25", help="hops (s) to calibrate, comma-separated (default 1,0.25)")
+    p.add_argument("--per-class", choices=("auto", "yes", "no"), default="auto",
+                   help="per-class on thresholds: auto (if two-fold cross-validation prefers them), yes, no")
+    p.add_argument("--max-latency", action="append", default=None, metavar="HOP=S",
+                   help="bound on the median onset latency (media seconds) at a hop, e.g. 1=1.1 (repeatable; "
+                        "defaults 1=1.1 and 0.25=0.65; other hops: no later than the bare rule)")
+    p.add_argument("--out", metavar="CKPT", help="write the calibrated checkpoint here instead of in place")
+    p.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
+    p.add_argument("--json", metavar="OUT", help="write the rules and all figures as JSON here")
+    p.add_argument("--streams", type=int, default=16, help="clips run at once (one stream each)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu)")
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
+    return p
+
+
+def parse_hops(text: str) -> tuple[float, ...]:
+    try:
+        hops = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise UserError(f"--hops {text}: give seconds separated by commas, e.g. 1,0.25") from None
+    if not hops or any(not (0 < h <= 1) or abs(round(1 / h) * h - 1) > 1e-6 for h in hops):
+        raise UserError(f"--hops {text}: each hop must divide 1 s (1, 0.5, 0.25, ...)")
+    return tuple(dict.fromkeys(hops))
+
+
+def calibrate_config(args):
+    from avparse.stream.calibrate import CalibrateConfig
+
+    bounds = dict(CalibrateConfig().max_latency)
+    for item in args.max_latency or ():
+        try:
+            h, s = item.split("=")
+            bounds[float(h)] = float(s)
+        except ValueError:
+            raise UserError(f"--max-latency {item}: give HOP=SECONDS, e.g. 0.25=0.65") from None
+    try:
+        return CalibrateConfig(per_class=args.per_class, max_latency=tuple(sorted(bounds.items())))
+    except ValueError as e:
+        raise UserError(str(e)) from None
+
+
+def load_split(loaded, data: str, labels: str | None, media: str | None, split: str, limit: int | None):
+    """The split's clips (tools.live_eval.Clip) with their dense truth; UserError for a bad folder."""
+    from avparse.tools.harness.live_eval import load_clips
+
+    d = Path(data)
+    if not d.is_dir():
+        raise UserError(f"{data}: no such folder")
+    lab = Path(labels) if labels else d
+    med = Path(media) if media else (d / "media" if (d / "media").is_dir() else d)
+    T = 10
+    manifest = lab / "synth.json"
+    if manifest.is_file():
+        try:
+            T = int(json.loads(manifest.read_text())["config"]["duration"])
+        except (ValueError, KeyError, TypeError):
+            raise UserError(f"{manifest}: not a synth manifest") from None
+    try:
+        clips = load_clips(med, lab, split, loaded.classes, num_snippets=T)
+    except (FileNotFoundError, ValueError) as e:
+        raise UserError(str(e)) from None
+    if limit is not None:
+        if limit < 1:
+            raise UserError("--clips must be at least 1")
+        clips = clips[:limit]
+    if not clips:
+        raise UserError(f"{lab}: the {split} split has no clips")
+    return clips
+
+
+def main(argv=None) -> int:
+    return run_main(build_parser, _run, argv)
+
+
+def _run(args) -> int:
+    from avparse.core.checkpoint import CheckpointError, load_model
+    from avparse.tools.harness.calibration import calibrate_checkpoint
+    from avparse.tools.harness.report import write_json
+
+    ckpt = Path(args.checkpoint)
+    if not ckpt.is_file():
+        raise UserError(f"{ckpt}: no such checkpoint file")
+    hops = parse_hops(args.hops)
+    cfg = calibrate_config(args)
+    if args.streams < 1 or args.threads < 1:
+        raise UserError("--streams and --threads must be at least 1")
+    if args.out and Path(args.out).is_dir():
+        raise UserError(f"--out {args.out} is a folder; give a file name")
+    try:
+        loaded = load_model(ckpt)
+    except CheckpointError as e:
+        raise UserError(str(e)) from None
+    clips = load_split(loaded, args.data, args.labels, args.media, args.split, args.clips)
+    print(f"avparse calibrate: {ckpt}, {len(clips)} {args.split} clips of {args.labels or args.data}, "
+          f"hops {', '.join(f'{h:g}' for h in hops)} s", file=sys.stderr, flush=True)
+    try:
+        res = calibrate_checkpoint(ckpt, clips, hops=hops, config=cfg, out=args.out, streams=args.streams,
+                                   device=args.device, threads=args.threads, write=not args.dry_run,
+                                   log=lambda s: print(s, flush=True),
+                                   source=f"{args.labels or args.data} ({args.split} split)")
+    except (CheckpointError, ValueError, OSError) as e:
+        raise UserError(f"calibrate: {e}") from None
+    if args.json:
+        try:
+            write_json(args.json, res)
+        except OSError as e:
+            raise UserError(f"cannot write {args.json}: {e.strerror}") from None
+    where = res.get("written")
+    print(f"avparse calibrate: {'wrote the rules into ' + where if where else 'dry run: nothing written'} "
+          f"({res['seconds']['total']:.0f} s)", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,156 @@
+"""The calibration harness: validation clips through the live runtime, recorded, calibrated, scored.
+
+Behind ``avparse calibrate``, ``avparse evaluate --live`` (the event figures),
+``avparse bundle`` (its calibration step) and ``avparse bench events``:
+
+- :func:`record_clips`: every clip through :class:`~avparse.stream.pipeline.Runtime`
+  (``harness.live_eval.live_predictions``: FileSource, virtual clock, causal
+  windows) at one hop, keeping every snippet prediction before the tracker
+  (a :class:`~avparse.stream.calibrate.Recording` per clip) and the events of the
+  runtime's own tracker;
+- :func:`calibrate_checkpoint`: that for each hop, the search of
+  ``stream.calibrate``, the validation figures of the bare rule and of the
+  chosen rules (``stream.eventscore``: sed_eval), and the rules written into the
+  checkpoint (``core.checkpoint.write_calibration``);
+- :func:`event_table`: the figures as a table.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import replace
+from typing import Callable, Sequence
+
+TABLE_MODS = (("audio", "audio"), ("visual", "visual"), ("audiovisual", "audio-visual"))
+
+
+def truth_of(clip, classes: Sequence[str], snippet_seconds: float = 1.0) -> list:
+    """A clip's dense audio and visual truth as intervals (stream.eventscore.Interval)."""
+    from avparse.stream.eventscore import intervals_from_matrix
+
+    return (intervals_from_matrix(clip.gt_audio, classes, "audio", snippet_seconds=snippet_seconds)
+            + intervals_from_matrix(clip.gt_visual, classes, "visual", snippet_seconds=snippet_seconds))
+
+
+def record_clips(loaded, extractor, clips, *, hop: float, streams: int = 16, device: str = "cpu",
+                 threads: int | None = None, progress: Callable[[int, int], None] | None = None):
+    """(recordings, events per clip of the runtime's paper-rule tracker, run info) of ``clips`` at ``hop``."""
+    from avparse.stream.calibrate import Recording
+    from avparse.tools.harness.live_eval import LiveEvalConfig, live_predictions
+
+    snippet = loaded.profile.snippet_seconds
+    T = clips[0].gt_audio.shape[1] if clips else 10
+    cfg = LiveEvalConfig(hop=hop, streams=streams, device=device, threads=threads, num_snippets=T)
+    probs: list[list] = [[] for _ in clips]
+    events: list[list] = [[] for _ in clips]
+    _, _, info = live_predictions(loaded, extractor, clips, cfg, progress=progress,
+                                  on_probs=lambda i, p: probs[i].append(p),
+                                  on_events=lambda i, ev: events[i].extend(ev))
+    recs = []
+    for i, cl in enumerate(clips):
+        ps = sorted(probs[i], key=lambda p: p.index)
+        recs.append(Recording(cl.name, ps, truth_of(cl, loaded.classes, snippet), float(T * snippet)))
+    return recs, events, info
+
+
+def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = (1.0, 0.25), config=None, out=None,
+                         streams: int = 16, device: str = "cpu", threads: int | None = 1, write: bool = True,
+                         log: Callable[[str], None] = print, source: str = "") -> dict:
+    """Calibrate ``ckpt``'s tracker on ``clips`` at each hop; write the rules into the checkpoint (``out``:
+    elsewhere) unless ``write`` is False. Returns the rules, figures before/after and timings."""
+    from avparse.core.checkpoint import load_model, write_calibration
+    from avparse.core.extractors import build_extractor
+    from avparse.stream.calibrate import CalibrateConfig, calibrate, figures, subsample
+    from avparse.stream.decision import calibration_record
+    from avparse.stream.tracker import TrackerConfig
+
+    config = config or CalibrateConfig()
+    t_all = time.perf_counter()
+    loaded = load_model(ckpt, device=device)
+    if loaded.meta.get("source") != "avparse":
+        raise ValueError(f"{ckpt}: an original MMIL_Net state dict cannot hold a calibration; "
+                         "save it as an avparse checkpoint first")
+    if loaded.extractor_state is None and loaded.profile.name == "lite":
+        raise ValueError(f"{ckpt}: a lite-profile checkpoint without extractor weights cannot run live")
+    extractor = build_extractor(loaded.profile, weights=loaded.extractor_state, device=device)
+    result: dict = {"checkpoint": str(ckpt), "clips": len(clips), "hops": {}, "seconds": {}}
+    # one run through the runtime at the finest hop; a coarser hop that is a whole multiple of it
+    # takes the predictions of the snippets on its own grid (stream.calibrate.subsample)
+    fine = min(hops)
+    derived = all(abs(h / fine - round(h / fine)) < 1e-9 for h in hops)
+    runs = [fine] if derived else list(hops)
+    recorded = {}
+    for hop in runs:
+        t0 = time.perf_counter()
+        last = [t0]
+
+        def progress(i, n, hop=hop):
+            if time.perf_counter() - last[0] > 30 or i == n:
+                last[0] = time.perf_counter()
+                log(f"hop {hop:g}: {i}/{n} clips through the live runtime")
+
+        recs, _, info = record_clips(loaded, extractor, clips, hop=hop, streams=streams, device=device,
+                                     threads=threads, progress=progress)
+        recorded[hop] = (recs, {k: v for k, v in info.items() if k != "faults"}, round(time.perf_counter() - t0, 1))
+    all_rules = []
+    for hop in hops:
+        if hop in recorded:
+            recs, info, rec_s = recorded[hop]
+        else:
+            recs, info, rec_s = subsample(recorded[fine][0], hop), {"from_hop": fine}, 0.0
+        t1 = time.perf_counter()
+        rules = calibrate(recs, loaded.classes, hop=hop, snippet_seconds=loaded.profile.snippet_seconds,
+                          config=config, log=log)
+        t2 = time.perf_counter()
+        base = TrackerConfig(hop=hop, snippet_seconds=loaded.profile.snippet_seconds)
+        before = figures(recs, loaded.classes, base, collar=config.collar)
+        after = figures(recs, loaded.classes, replace(base, rules=rules), collar=config.collar)
+        rules = replace(rules, info={**rules.info, "validation": {"before": _brief(before), "after": _brief(after)}})
+        all_rules.append(rules)
+        result["hops"][str(hop)] = {"rules": rules.to_dict(), "before": before, "after": after, "run": info,
+                                    "seconds": {"record": rec_s, "search": round(t2 - t1, 1)}}
+        log(f"hop {hop:g}: validation, bare rule -> calibrated ({len(clips)} clips, "
+            f"{before['minutes']:.1f} min of media):")
+        log(event_table([("bare rule", before), ("calibrated", after)]))
+    record = calibration_record(all_rules, data=source, clips=len(clips), collar=config.collar,
+                                created=time.strftime("%Y-%m-%d %H:%M"), config=_plain(config))
+    result["calibration"] = record
+    if write:
+        dest = write_calibration(ckpt, record, out=out)
+        result["written"] = str(dest)
+    result["seconds"]["total"] = round(time.perf_counter() - t_all, 1)
+    return result
+
+
+def _plain(cfg) -> dict:
+    from dataclasses import asdict
+
+    return {k: (list(map(list, v)) if k == "max_latency" else list(v) if isinstance(v, tuple) else v)
+            for k, v in asdict(cfg).items()}
+
+
+def _brief(fig: dict) -> dict:
+    """The headline figures of ``eventscore.score_events`` (for the checkpoint's record)."""
+    out = {m: {k: round(fig[m][k], 4) for k in ("precision", "recall", "f1", "spurious_per_min")}
+           for m, _ in TABLE_MODS}
+    out["spurious_per_min"] = round(fig["all"]["spurious_per_min"], 3)
+    lat = fig["latency"]["audio+visual"]
+    out["onset_latency_p50"] = lat["p50"]
+    out["minutes"] = round(fig["minutes"], 2)
+    return out
+
+
+def event_table(rows: Sequence[tuple[str, dict]]) -> str:
+    """Markdown table: per row (name, score_events figures) F1 (P/R) per modality, spurious events per
+    minute (all modalities) and the median onset latency."""
+    head = ("| tracker | " + " | ".join(f"{n} F1 (P / R)" for _, n in TABLE_MODS)
+            + " | spurious / min (A, V, AV) | onset latency p50 (n) |")
+    lines = [head, "|---" * (len(TABLE_MODS) + 3) + "|"]
+    for name, f in rows:
+        cells = [f"{f[m]['f1']:.3f} ({f[m]['precision']:.2f} / {f[m]['recall']:.2f})" for m, _ in TABLE_MODS]
+        per_mod = ", ".join("%.2f" % f[m]["spurious_per_min"] for m, _ in TABLE_MODS)
+        sp = f"{f['all']['spurious_per_min']:.2f} ({per_mod})"
+        lat = f["latency"]["audio+visual"]
+        ls = "-" if lat["p50"] is None else f"{lat['p50']:.3f} s ({lat['n']})"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {sp} | {ls} |")
+    return "\n".join(lines)
