@@ -3,7 +3,8 @@
 Each suite lives in its own module ``avparse.tools.harness.bench_<suite>`` with
 ``main(argv) -> int``: core (HAN inference, metrics), extract (feature
 extractors per profile and backend), train (training throughput), live (end to
-end latency and capacity of the live runtime). ``avparse bench`` with no suite,
+end latency and capacity of the live runtime), events (what a subscriber gets:
+event-level accuracy before/after calibration, tracker cost). ``avparse bench`` with no suite,
 or ``avparse bench all [--quick]``, runs every suite in turn, each with its own
 defaults (``--quick``: every suite's smoke mode), and ends with one line per
 suite saying whether it ran.
@@ -20,6 +21,7 @@ SUITES = {
     "extract": "feature extractors per profile and backend, per snippet",
     "train": "training throughput against a plain reimplementation of the paper's step",
     "live": "per-stage costs, onset/offset latency at a subscriber, streams per machine",
+    "events": "event F1, spurious events per minute and onset latency of run --fast on unseen scenes; tracker cost",
 }
 
 

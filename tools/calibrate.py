@@ -17,7 +17,6 @@ docs/calibration.md.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -78,42 +77,13 @@ def calibrate_config(args):
         raise UserError(str(e)) from None
 
 
-def load_split(loaded, data: str, labels: str | None, media: str | None, split: str, limit: int | None):
-    """The split's clips (tools.live_eval.Clip) with their dense truth; UserError for a bad folder."""
-    from avparse.tools.harness.live_eval import load_clips
-
-    d = Path(data)
-    if not d.is_dir():
-        raise UserError(f"{data}: no such folder")
-    lab = Path(labels) if labels else d
-    med = Path(media) if media else (d / "media" if (d / "media").is_dir() else d)
-    T = 10
-    manifest = lab / "synth.json"
-    if manifest.is_file():
-        try:
-            T = int(json.loads(manifest.read_text())["config"]["duration"])
-        except (ValueError, KeyError, TypeError):
-            raise UserError(f"{manifest}: not a synth manifest") from None
-    try:
-        clips = load_clips(med, lab, split, loaded.classes, num_snippets=T)
-    except (FileNotFoundError, ValueError) as e:
-        raise UserError(str(e)) from None
-    if limit is not None:
-        if limit < 1:
-            raise UserError("--clips must be at least 1")
-        clips = clips[:limit]
-    if not clips:
-        raise UserError(f"{lab}: the {split} split has no clips")
-    return clips
-
-
 def main(argv=None) -> int:
     return run_main(build_parser, _run, argv)
 
 
 def _run(args) -> int:
     from avparse.core.checkpoint import CheckpointError, load_model
-    from avparse.tools.harness.calibration import calibrate_checkpoint
+    from avparse.tools.harness.calibration import calibrate_checkpoint, load_validation_clips
     from avparse.tools.harness.report import write_json
 
     ckpt = Path(args.checkpoint)
@@ -129,7 +99,13 @@ def _run(args) -> int:
         loaded = load_model(ckpt)
     except CheckpointError as e:
         raise UserError(str(e)) from None
-    clips = load_split(loaded, args.data, args.labels, args.media, args.split, args.clips)
+    if args.clips is not None and args.clips < 1:
+        raise UserError("--clips must be at least 1")
+    try:
+        clips = load_validation_clips(loaded, args.data, labels=args.labels, media=args.media, split=args.split,
+                                      limit=args.clips)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     print(f"avparse calibrate: {ckpt}, {len(clips)} {args.split} clips of {args.labels or args.data}, "
           f"hops {', '.join(f'{h:g}' for h in hops)} s", file=sys.stderr, flush=True)
     try:

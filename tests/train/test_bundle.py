@@ -40,6 +40,10 @@ def test_quick_recipe_end_to_end(tmp_path):
         assert all(0.0 <= v <= 100.0 for v in m[mode]["scores"].values())
     assert m["live"]["lookahead"] == 0 and m["live"]["videos"] == m["test_videos"] >= 1
     assert m["size_bytes"] == out.stat().st_size
+    # the last step calibrated the tracker on scenes of its own and stored the rules in the checkpoint
+    assert loaded.calibration is not None and [r["hop"] for r in loaded.calibration["rules"]] == [1.0]
+    assert set(m["calibration"]["validation"]["1.0"]) == {"before", "after"}
+    assert (tmp_path / "work" / "calibration" / "synth.json").is_file()
     # the features were made with the fp16-rounded weights the checkpoint holds
     saved = torch.load(tmp_path / "work" / "pretrain" / "extractor.pt", weights_only=True)
     for k, v in st.items():

@@ -18,10 +18,89 @@ Behind ``avparse calibrate``, ``avparse evaluate --live`` (the event figures),
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Callable, Sequence
 
 TABLE_MODS = (("audio", "audio"), ("visual", "visual"), ("audiovisual", "audio-visual"))
+
+
+@dataclass(frozen=True)
+class BundleCalibration:
+    """The calibration step of ``avparse bundle``: generated scenes like those ``avparse run --scene``
+    and ``avparse demo`` play (60 s, the default difficulty), from a seed the recipe's training scenes
+    do not use, all in the validation split."""
+
+    seed: int = 2                        # scene set seed (the recipe's scene set is seed 1)
+    scenes: int = 15                     # scenes (15 x 60 s: 15 min of media, about 150 events per modality)
+    seconds: int = 60                    # seconds per scene
+    hops: tuple[float, ...] = (1.0, 0.25)  # hops calibrated
+    jobs: int = 2                        # processes writing the scenes
+
+
+def quick_calibration() -> BundleCalibration:
+    """``avparse bundle --quick``: the same step on 2 scenes of 12 s at hop 1."""
+    return BundleCalibration(scenes=2, seconds=12, hops=(1.0,), jobs=1)
+
+
+def load_validation_clips(loaded, data, *, labels=None, media=None, split: str = "val", limit: int | None = None):
+    """The clips of ``split`` (harness.live_eval.Clip) of a generated set or LLP media + annotations.
+    ValueError (one line) for a folder that holds no such split."""
+    import json
+
+    from avparse.tools.harness.live_eval import load_clips
+
+    d = Path(data)
+    if not d.is_dir():
+        raise ValueError(f"{data}: no such folder")
+    lab = Path(labels) if labels else d
+    med = Path(media) if media else (d / "media" if (d / "media").is_dir() else d)
+    T = 10
+    manifest = lab / "synth.json"
+    if manifest.is_file():
+        try:
+            T = int(json.loads(manifest.read_text())["config"]["duration"])
+        except (ValueError, KeyError, TypeError):
+            raise ValueError(f"{manifest}: not a synth manifest") from None
+    try:
+        clips = load_clips(med, lab, split, loaded.classes, num_snippets=T)
+    except FileNotFoundError as e:
+        raise ValueError(str(e)) from None
+    if limit is not None:
+        clips = clips[:limit]
+    if not clips:
+        raise ValueError(f"{lab}: the {split} split has no clips")
+    return clips
+
+
+def calibrate_bundle(ckpt, work, cfg: BundleCalibration = BundleCalibration(), *,
+                     log: Callable[[str], None] = print) -> dict:
+    """Write the calibration scenes into ``work/calibration`` (reused when a rerun finds them) and
+    calibrate ``ckpt`` on them in place. Returns calibrate_checkpoint's result."""
+    import json
+    from dataclasses import asdict
+
+    from avparse.core.checkpoint import load_model
+    from avparse.train.synth import MANIFEST, SynthConfig, WriteConfig, write_dataset
+
+    synth = SynthConfig(duration=cfg.seconds)
+    d = Path(work) / "calibration"
+    man = d / MANIFEST
+    done = False
+    if man.is_file():
+        try:
+            m = json.loads(man.read_text())
+            done = (m.get("seed"), m.get("videos"), m.get("config")) == (cfg.seed, cfg.scenes, asdict(synth))
+        except (ValueError, OSError):
+            done = False
+    if done:
+        log(f"calibration: reusing {d}")
+    else:
+        log(f"calibration: writing {cfg.scenes} scenes of {cfg.seconds} s (seed {cfg.seed}) to {d}")
+        write_dataset(d, cfg.scenes, cfg.seed, synth, write=WriteConfig(val_fraction=1.0, test_fraction=0.0,
+                                                                       jobs=cfg.jobs))
+    clips = load_validation_clips(load_model(ckpt), d)
+    return calibrate_checkpoint(ckpt, clips, hops=cfg.hops, log=log, source=f"{d} (val split)")
 
 
 def truth_of(clip, classes: Sequence[str], snippet_seconds: float = 1.0) -> list:
@@ -51,6 +130,30 @@ def record_clips(loaded, extractor, clips, *, hop: float, streams: int = 16, dev
         ps = sorted(probs[i], key=lambda p: p.index)
         recs.append(Recording(cl.name, ps, truth_of(cl, loaded.classes, snippet), float(T * snippet)))
     return recs, events, info
+
+
+def live_event_scores(loaded, clips, probs: Sequence[list], events: Sequence[list], *, hop: float,
+                      paper_rule: str) -> dict:
+    """Event-level figures (stream.eventscore) of clips that went through the live runtime: the runtime's
+    own events (``paper_rule``: how its tracker decided), and the recorded predictions replayed through the
+    bare rule and, for a calibrated checkpoint, its calibrated rules (what run, demo and parse publish)."""
+    from avparse.stream.calibrate import Recording, figures
+    from avparse.stream.decision import checkpoint_rules
+    from avparse.stream.eventscore import detections, score_events, with_audiovisual
+    from avparse.stream.tracker import TrackerConfig
+
+    snippet = loaded.profile.snippet_seconds
+    recs = [Recording(cl.name, sorted(probs[i], key=lambda p: p.index), truth_of(cl, loaded.classes, snippet),
+                      float(cl.gt_audio.shape[1] * snippet)) for i, cl in enumerate(clips)]
+    truth = {r.name: with_audiovisual(r.truth) for r in recs}
+    out = {paper_rule: score_events(truth, {r.name: detections(events[i]) for i, r in enumerate(recs)},
+                                    loaded.classes, seconds={r.name: r.seconds for r in recs})}
+    base = TrackerConfig(hop=hop, snippet_seconds=snippet)
+    out["bare rule"] = figures(recs, loaded.classes, base)
+    rules = checkpoint_rules(loaded.calibration, hop)
+    if rules is not None:
+        out["calibrated"] = figures(recs, loaded.classes, replace(base, rules=rules))
+    return out
 
 
 def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = (1.0, 0.25), config=None, out=None,

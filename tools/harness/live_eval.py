@@ -169,8 +169,11 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
 
 
 def live_scores(checkpoint, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEvalConfig(), *,
-                progress: Callable[[int, int], None] | None = None, loaded=None) -> dict:
-    """The paper's ten numbers (percent) of ``checkpoint`` through the live runtime on ``clips``."""
+                progress: Callable[[int, int], None] | None = None, loaded=None,
+                on_probs: Callable[[int, object], None] | None = None,
+                on_events: Callable[[int, list], None] | None = None) -> dict:
+    """The paper's ten numbers (percent) of ``checkpoint`` through the live runtime on ``clips``
+    (``on_probs`` / ``on_events``: as ``live_predictions``)."""
     from avparse.core.checkpoint import load_model
     from avparse.core.extractors import build_extractor
     from avparse.core.metrics import SUMMARY_KEYS, dataset_scores
@@ -182,7 +185,8 @@ def live_scores(checkpoint, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEva
     extractor = build_extractor(loaded.profile, weights=loaded.extractor_state, device=cfg.device)
     if not clips:
         raise ValueError("no clips to score")
-    pred_a, pred_v, info = live_predictions(loaded, extractor, clips, cfg, progress=progress)
+    pred_a, pred_v, info = live_predictions(loaded, extractor, clips, cfg, progress=progress, on_probs=on_probs,
+                                            on_events=on_events)
     gt_a = np.stack([cl.gt_audio for cl in clips])
     gt_v = np.stack([cl.gt_visual for cl in clips])
     scores = dataset_scores(pred_a, pred_v, gt_a, gt_v)
