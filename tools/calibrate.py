@@ -24,6 +24,13 @@ from .common import UserError, run_main
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from avparse.stream.calibrate import CalibrateConfig
+    from avparse.tools.harness.calibration import CALIBRATED_HOPS
+    from avparse.tools.harness.live_eval import LiveEvalConfig
+
+    c, lv = CalibrateConfig(), LiveEvalConfig()
+    hops = ",".join(f"{h:g}" for h in CALIBRATED_HOPS)
+    bounds = " and ".join(f"{h:g}={b:g}" for h, b in c.max_latency)
     p = argparse.ArgumentParser(prog="avparse calibrate", description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter,
                                 epilog="Details: docs/calibration.md.")
@@ -36,17 +43,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("val", "test"), default="val",
                    help="the split calibrated on (default val; never the split you report on)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="at most N clips of the split (default: all)")
-    p.add_argument("--hops", default="1,0.25", help="hops (s) to calibrate, comma-separated (default 1,0.25)")
-    p.add_argument("--per-class", choices=("auto", "yes", "no"), default="auto",
+    p.add_argument("--hops", default=hops, help=f"hops (s) to calibrate, comma-separated (default {hops})")
+    p.add_argument("--per-class", choices=("auto", "yes", "no"), default=c.per_class,
                    help="per-class on thresholds: auto (if two-fold cross-validation prefers them), yes, no")
     p.add_argument("--max-latency", action="append", default=None, metavar="HOP=S",
-                   help="bound on the median onset latency (media seconds) at a hop, e.g. 1=1.1 (repeatable; "
-                        "defaults 1=1.1 and 0.25=0.65; other hops: no later than the bare rule)")
+                   help=f"bound on the median onset latency (media seconds) at a hop, e.g. 1=1.1 (repeatable; "
+                        f"defaults {bounds}; other hops: no later than the bare rule)")
     p.add_argument("--out", metavar="CKPT", help="write the calibrated checkpoint here instead of in place")
     p.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     p.add_argument("--json", metavar="OUT", help="write the rules and all figures as JSON here")
-    p.add_argument("--streams", type=int, default=16, help="clips run at once (one stream each)")
-    p.add_argument("--device", default="cpu", help="torch device (cpu)")
+    p.add_argument("--streams", type=int, default=lv.streams, help=f"clips run at once, one stream each ({lv.streams})")
+    p.add_argument("--device", default=lv.device, help=f"torch device ({lv.device})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
     return p
 
@@ -99,6 +106,9 @@ def _run(args) -> int:
         loaded = load_model(ckpt)
     except CheckpointError as e:
         raise UserError(str(e)) from None
+    if loaded.meta.get("source") != "avparse":
+        raise UserError(f"{ckpt}: an original MMIL_Net state dict cannot hold a calibration; save it as an "
+                        "avparse checkpoint first")
     if args.clips is not None and args.clips < 1:
         raise UserError("--clips must be at least 1")
     try:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 TABLE_MODS = (("audio", "audio"), ("visual", "visual"), ("audiovisual", "audio-visual"))
+CALIBRATED_HOPS = (1.0, 0.25)   # the hops calibrated by default: the LLP grid and the low-latency one
 
 
 @dataclass(frozen=True)
@@ -34,7 +35,7 @@ class BundleCalibration:
     seed: int = 2                        # scene set seed (the recipe's scene set is seed 1)
     scenes: int = 15                     # scenes (15 x 60 s: 15 min of media, about 150 events per modality)
     seconds: int = 60                    # seconds per scene
-    hops: tuple[float, ...] = (1.0, 0.25)  # hops calibrated
+    hops: tuple[float, ...] = CALIBRATED_HOPS  # hops calibrated
     jobs: int = 2                        # processes writing the scenes
 
 
@@ -90,7 +91,8 @@ def calibrate_bundle(ckpt, work, cfg: BundleCalibration = BundleCalibration(), *
     if man.is_file():
         try:
             m = json.loads(man.read_text())
-            done = (m.get("seed"), m.get("videos"), m.get("config")) == (cfg.seed, cfg.scenes, asdict(synth))
+            want = json.loads(json.dumps(asdict(synth)))   # as the manifest holds it (tuples as lists)
+            done = (m.get("seed"), m.get("videos"), m.get("config")) == (cfg.seed, cfg.scenes, want)
         except (ValueError, OSError):
             done = False
     if done:
@@ -156,7 +158,7 @@ def live_event_scores(loaded, clips, probs: Sequence[list], events: Sequence[lis
     return out
 
 
-def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = (1.0, 0.25), config=None, out=None,
+def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = CALIBRATED_HOPS, config=None, out=None,
                          streams: int = 16, device: str = "cpu", threads: int | None = 1, write: bool = True,
                          log: Callable[[str], None] = print, source: str = "") -> dict:
     """Calibrate ``ckpt``'s tracker on ``clips`` at each hop; write the rules into the checkpoint (``out``:

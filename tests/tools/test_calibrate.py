@@ -1,0 +1,137 @@
+"""`avparse calibrate`: a generated validation set through the live runtime, rules chosen and written
+into the checkpoint; run, parse and demo then use them by default; bad input is one line."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+
+from avparse.core.checkpoint import load_model, save_checkpoint, write_calibration
+from avparse.stream.decision import DecisionRules, calibration_record
+from avparse.tools import calibrate, parse
+
+pytest.importorskip("sed_eval")
+
+
+def one_line_error(capsys, rc):
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc != 0 and len(err) == 1 and err[0].startswith("avparse: error:"), err
+    return err[0]
+
+
+@pytest.fixture(scope="module")
+def synth_model(tmp_path_factory):
+    """A lite checkpoint on the synth classes (random extractors, a small HAN) and a generated set of
+    three 4 s clips, all in the validation split."""
+    from avparse.core.extractors import build_extractor
+    from avparse.core.han import HANConfig, build_han
+    from avparse.core.profiles import get_profile
+    from avparse.train.synth import SYNTH_CLASSES, SynthConfig, WriteConfig, write_dataset
+
+    d = tmp_path_factory.mktemp("cal")
+    p = get_profile("lite")
+    torch.manual_seed(0)
+    han = build_han(HANConfig(audio_dim=p.audio_dim, v2d_dim=p.v2d_dim, v3d_dim=p.v3d_dim, num_classes=len(SYNTH_CLASSES),
+                              frames_per_snippet=p.frames_per_snippet, d_model=16, dim_feedforward=16, dropout=0.0))
+    ext = build_extractor(p, weights="random")
+    ckpt = save_checkpoint(d / "m.pt", han, classes=SYNTH_CLASSES, profile=p,
+                           extractor_state={k: v.detach().cpu() for k, v in ext.state_dict().items()})
+    write_dataset(d / "val", 3, 5, SynthConfig(duration=4), write=WriteConfig(val_fraction=1.0, test_fraction=0.0))
+    return ckpt, d / "val"
+
+
+@pytest.mark.slow
+def test_calibrate_writes_rules_that_run_with_the_checkpoint(synth_model, tmp_path, capsys):
+    ckpt, data = synth_model
+    work = shutil.copy(ckpt, tmp_path / "m.pt")
+    rc = calibrate.main([str(work), "--data", str(data), "--hops", "1,0.5", "--json", str(tmp_path / "c.json")])
+    out = capsys.readouterr().out
+    assert rc == 0
+    assert out.count("| bare rule |") == 2 and out.count("| calibrated |") == 2
+    loaded = load_model(work)
+    assert [r["hop"] for r in loaded.calibration["rules"]] == [1.0, 0.5]
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert set(res["hops"]) == {"1.0", "0.5"} and res["written"] == str(work)
+    for h in res["hops"].values():
+        for k in ("before", "after"):
+            assert set(h[k]) >= {"audio", "visual", "audiovisual", "all", "latency"}
+    # one run through the runtime, at the finest hop; hop 1 takes its grid
+    assert res["hops"]["1.0"]["run"] == {"from_hop": 0.5} and res["hops"]["0.5"]["run"]["snippets"] > 0
+    # --dry-run and --out leave the input alone
+    fresh = shutil.copy(ckpt, tmp_path / "fresh.pt")
+    assert calibrate.main([str(fresh), "--data", str(data), "--hops", "1", "--dry-run"]) == 0
+    assert load_model(fresh).calibration is None
+    assert calibrate.main([str(fresh), "--data", str(data), "--hops", "1", "--out", str(tmp_path / "o.pt")]) == 0
+    assert load_model(fresh).calibration is None and load_model(tmp_path / "o.pt").calibration is not None
+
+
+@pytest.mark.parametrize("argv, needle", [
+    (["{ckpt}", "--data", "{tmp}/nothing"], "nothing"),
+    (["{tmp}/none.pt", "--data", "{data}"], "none.pt"),
+    (["{ckpt}", "--data", "{data}", "--hops", "0.3"], "--hops"),
+    (["{ckpt}", "--data", "{data}", "--hops", "x"], "--hops"),
+    (["{ckpt}", "--data", "{data}", "--max-latency", "1"], "--max-latency"),
+    (["{ckpt}", "--data", "{data}", "--split", "test"], "test"),
+    (["{ckpt}", "--data", "{data}", "--clips", "0"], "--clips"),
+])
+def test_bad_input_is_one_line(synth_model, tmp_path, capsys, argv, needle):
+    ckpt, data = synth_model
+    argv = [a.format(ckpt=ckpt, tmp=tmp_path, data=data) for a in argv]
+    assert needle in one_line_error(capsys, calibrate.main(argv))
+
+
+def test_an_original_state_dict_cannot_be_calibrated(synth_model, tmp_path, capsys):
+    from avparse.core.han import HANConfig, build_han
+
+    _, data = synth_model
+    han = build_han(HANConfig(layer_mode="original"))
+    sd = {k.replace("temporal.", "hat_encoder."): v for k, v in han.state_dict().items()}
+    torch.save(sd, tmp_path / "orig.pt")
+    rc = calibrate.main([str(tmp_path / "orig.pt"), "--data", str(data)])
+    assert "MMIL_Net" in one_line_error(capsys, rc)
+
+
+def _calibrated_copy(src, dst, **rule):
+    """``src`` with uniform calibrated rules (``rule``: ModalityRule.uniform keywords) at hop 1."""
+    loaded = load_model(src)
+    shutil.copy(src, dst)
+    write_calibration(dst, calibration_record([DecisionRules.uniform(loaded.classes, hop=1.0, **rule)]))
+    return dst
+
+
+def test_parse_uses_the_calibration_unless_told_otherwise(synth_model, tmp_path, capsys):
+    """A calibration that never turns a class on: no events by default; --no-calibration or --on
+    bring the bare rule's events back (the test model is unsure of many classes)."""
+    ckpt, data = synth_model
+    clip = sorted((data / "media").glob("*.mp4"))[0]
+    bare = parse.main([str(clip), "--model", str(ckpt), "--json"])
+    n_bare = len(capsys.readouterr().out.splitlines())
+    assert bare == 0 and n_bare > 0
+    cal = _calibrated_copy(ckpt, tmp_path / "never.pt", on=1.0, off=1.0)
+    assert parse.main([str(clip), "--model", str(cal), "--json"]) == 0
+    assert capsys.readouterr().out.strip() == ""
+    assert parse.main([str(clip), "--model", str(cal), "--json", "--no-calibration"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == n_bare
+    assert parse.main([str(clip), "--model", str(cal), "--json", "--on", "0.5"]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == n_bare
+    # a calibration this avparse cannot read: one line naming the way out
+    bad = tmp_path / "bad.pt"
+    shutil.copy(ckpt, bad)
+    write_calibration(bad, {"format": "avparse.decision-rules", "version": 1, "rules": [{"version": 9}]})
+    assert "--no-calibration" in one_line_error(capsys, parse.main([str(clip), "--model", str(bad)]))
+
+
+def test_run_description_keys_for_the_tracker(tmp_path):
+    from avparse.tools.common import UserError
+    from avparse.tools.run import load_toml
+
+    p = tmp_path / "r.toml"
+    p.write_text('calibration = false\noff = 0.3\ngate = true\n[[stream]]\nname = "a"\nscene = 1\n')
+    spec = load_toml(str(p))
+    assert spec.options == {"calibration": False, "off": 0.3, "gate": True}
+    p.write_text('calibration = "no"\n[[stream]]\nname = "a"\nscene = 1\n')
+    with pytest.raises(UserError, match="calibration"):
+        load_toml(str(p))
