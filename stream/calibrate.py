@@ -310,7 +310,9 @@ def _best(cnt: _Counts, sel: np.ndarray, bound: float | None, per_class: bool) -
     ch = _evaluate_choice(cnt, sel, first, bound)
     if ch.feasible:
         return ch
-    alts = [_evaluate_choice(cnt, sel, np.full(sel.shape[0], k, np.int64), bound) for k in range(sel.shape[1])]
+    # too late: lower the thresholds, all to one value or those above it to it (the best within the bound)
+    alts = [_evaluate_choice(cnt, sel, idx, bound) for k in range(sel.shape[1])
+            for idx in (np.full(sel.shape[0], k, np.int64), np.minimum(first, k))]
     ok = [a for a in alts if a.feasible]
     return max(ok, key=lambda a: a.f1) if ok else ch
 
@@ -409,7 +411,8 @@ def calibrate(recordings: Sequence[Recording], classes: Sequence[str], *, hop: f
         rules.append(ModalityRule(on=on, off=tuple(round(v * sh.off_ratio, 6) for v in on), min_on=sh.min_on,
                                   min_off=sh.min_off, gate=sh.gate,
                                   gate_threshold=sh.gate_threshold, median=int(sh.median), switch=sh.switch))
-        facts[MODALITIES[m]] = {"f1": round(float(ch.f1), 4), "latency_p50": ch.latency, "per_class": bool(per_class),
+        per_class = len(set(ch.on_index.tolist())) > 1   # what was chosen (the latency bound may level them)
+        facts[MODALITIES[m]] = {"f1": round(float(ch.f1), 4), "latency_p50": ch.latency, "per_class": per_class,
                                 "cv_f1": {k: round(v, 4) for k, v in cv.items()}}
         log(f"hop {hop:g}: {MODALITIES[m]}: {'per-class' if per_class else 'one'} on threshold "
             f"(two-fold CV F1 shared {cv['shared']:.3f}, per class {cv['per_class']:.3f}); validation F1 "
