@@ -43,7 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", choices=("val", "test"), default="val",
                    help="the split calibrated on (default val; never the split you report on)")
     p.add_argument("--clips", type=int, default=None, metavar="N", help="at most N clips of the split (default: all)")
-    p.add_argument("--hops", default=hops, help=f"hops (s) to calibrate, comma-separated (default {hops})")
+    p.add_argument("--hops", default=None,
+                   help=f"hops (s) to calibrate, comma-separated (default {hops}; a feature set: 1, its grid)")
     p.add_argument("--per-class", choices=("auto", "yes", "no"), default=c.per_class,
                    help="per-class on thresholds: auto (if two-fold cross-validation prefers them), yes, no")
     p.add_argument("--max-latency", action="append", default=None, metavar="HOP=S",
@@ -90,13 +91,14 @@ def main(argv=None) -> int:
 
 def _run(args) -> int:
     from avparse.core.checkpoint import CheckpointError, load_model
-    from avparse.tools.harness.calibration import calibrate_checkpoint, load_validation_clips
+    from avparse.tools.harness.calibration import (
+        CALIBRATED_HOPS, calibrate_checkpoint, is_feature_set, load_validation_clips, record_features,
+    )
     from avparse.tools.harness.report import write_json
 
     ckpt = Path(args.checkpoint)
     if not ckpt.is_file():
         raise UserError(f"{ckpt}: no such checkpoint file")
-    hops = parse_hops(args.hops)
     cfg = calibrate_config(args)
     if args.streams < 1 or args.threads < 1:
         raise UserError("--streams and --threads must be at least 1")
@@ -111,18 +113,31 @@ def _run(args) -> int:
                         "avparse checkpoint first")
     if args.clips is not None and args.clips < 1:
         raise UserError("--clips must be at least 1")
+    clips = recordings = None
+    features = is_feature_set(args.data)
+    grid = (loaded.profile.snippet_seconds,)
+    hops = parse_hops(args.hops) if args.hops else (grid if features else CALIBRATED_HOPS)
     try:
-        clips = load_validation_clips(loaded, args.data, labels=args.labels, media=args.media, split=args.split,
-                                      limit=args.clips)
+        if features:   # LLP features (or a packed store) with dense annotations: the 1 s grid only
+            if hops != grid:
+                raise UserError(f"{args.data} holds features, not media: only the {loaded.profile.snippet_seconds:g} s "
+                                f"snippet grid exists there; pass --hops {loaded.profile.snippet_seconds:g}")
+            recordings = record_features(loaded, args.data, labels=args.labels, split=args.split, limit=args.clips,
+                                         streams=args.streams, device=args.device)
+        else:
+            clips = load_validation_clips(loaded, args.data, labels=args.labels, media=args.media,
+                                          split=args.split, limit=args.clips)
     except ValueError as e:
         raise UserError(str(e)) from None
-    print(f"avparse calibrate: {ckpt}, {len(clips)} {args.split} clips of {args.labels or args.data}, "
+    n = len(clips) if clips is not None else len(recordings)
+    print(f"avparse calibrate: {ckpt}, {n} {args.split} clips of {args.labels or args.data}"
+          f"{' (stored features)' if recordings is not None else ''}, "
           f"hops {', '.join(f'{h:g}' for h in hops)} s", file=sys.stderr, flush=True)
     try:
         res = calibrate_checkpoint(ckpt, clips, hops=hops, config=cfg, out=args.out, streams=args.streams,
                                    device=args.device, threads=args.threads, write=not args.dry_run,
                                    log=lambda s: print(s, flush=True),
-                                   source=f"{args.labels or args.data} ({args.split} split)")
+                                   source=f"{args.labels or args.data} ({args.split} split)", recordings=recordings)
     except (CheckpointError, ValueError, OSError) as e:
         raise UserError(f"calibrate: {e}") from None
     if args.json:

@@ -135,3 +135,43 @@ def test_run_description_keys_for_the_tracker(tmp_path):
     p.write_text('calibration = "no"\n[[stream]]\nname = "a"\nscene = 1\n')
     with pytest.raises(UserError, match="calibration"):
         load_toml(str(p))
+
+
+def test_llp_features_with_dense_annotations(tmp_path, capsys):
+    """A 25-class model on a feature set in the LLP layout (no media): the inference stage fed the stored
+    features, calibrated on the 1 s grid; a request for hop 0.25 there is one line."""
+    from avparse.core.han import HANConfig, build_han
+    from avparse.core.labels import LLP_CLASSES
+    from avparse.core.profiles import get_profile
+    from avparse.train.featgen import PlantedSpec, write_planted_layout
+
+    p = get_profile("lite")
+    data = write_planted_layout(tmp_path / "llp", PlantedSpec(classes=LLP_CLASSES, profile=p), n_train=0, n_val=6)
+    torch.manual_seed(0)
+    han = build_han(HANConfig(audio_dim=p.audio_dim, v2d_dim=p.v2d_dim, v3d_dim=p.v3d_dim,
+                              frames_per_snippet=p.frames_per_snippet, d_model=16, dim_feedforward=16, dropout=0.0))
+    ckpt = save_checkpoint(tmp_path / "llp.pt", han, classes=LLP_CLASSES, profile=p)
+    assert "--hops 1" in one_line_error(capsys, calibrate.main([str(ckpt), "--data", str(data), "--hops", "1,0.25"]))
+    assert calibrate.main([str(ckpt), "--data", str(data), "--json", str(tmp_path / "c.json")]) == 0
+    out = capsys.readouterr().out
+    assert "| calibrated |" in out
+    rules = load_model(ckpt).calibration["rules"]
+    assert [r["hop"] for r in rules] == [1.0] and rules[0]["classes"] == list(LLP_CLASSES)
+    assert len(rules[0]["audio"]["on"]) == 25
+    res = json.loads((tmp_path / "c.json").read_text())
+    assert res["clips"] == 6 and res["hops"]["1.0"]["run"] == {"from": "stored features"}
+    # the predictions are the causal windows of the stored features, as the live inference makes them
+    from avparse.tools.harness.calibration import record_features
+    from avparse.train.dataset import DataConfig, open_split
+
+    loaded = load_model(ckpt)
+    recs = record_features(loaded, data, streams=4)
+    fs = open_split(DataConfig(data_dir=str(data), profile=p, classes=LLP_CLASSES), "val")
+    a, v2, v3 = (torch.from_numpy(x) for x in fs.batch([2]))
+    F = p.frames_per_snippet
+    with torch.no_grad():
+        for t in (0, 4, 9):
+            o = loaded.model(a[:, :t + 1], v2[:, :(t + 1) * F], v3[:, :t + 1])
+            got = recs[2].probs[t]
+            assert got.index == t and got.decided_at == t + 1.0
+            torch.testing.assert_close(torch.from_numpy(got.frame_prob), o.frame_prob[0, t].float(), rtol=1e-5, atol=1e-6)

@@ -74,6 +74,74 @@ def load_validation_clips(loaded, data, *, labels=None, media=None, split: str =
     return clips
 
 
+def is_feature_set(data) -> bool:
+    """A packed store or an LLP feature layout (features, no media): calibrated on the 1 s grid only."""
+    from avparse.train.dataset import feature_root, packed_index
+
+    d = Path(data)
+    return d.is_dir() and (feature_root(d) is not None or any(packed_index(d, s).is_file() for s in ("val", "test")))
+
+
+def record_features(loaded, data, *, labels=None, split: str = "val", limit: int | None = None, streams: int = 16,
+                    device: str = "cpu") -> list:
+    """Recordings of a feature set's clips (LLP features with the dense annotations, or a packed store):
+    the live pipeline's inference stage (``stream.inference.Inference``: causal windows of ``window``
+    snippets, batched across ``streams`` clips) fed the stored features of each 1 s snippet instead of
+    the extractors' output. Only the 1 s grid exists in such a set (hop 1)."""
+    import numpy as np
+    import torch
+
+    from avparse.stream.calibrate import Recording
+    from avparse.stream.eventscore import intervals_from_matrix
+    from avparse.stream.inference import Inference, InferenceConfig
+    from avparse.stream.types import Snippet
+    from avparse.train.dataset import DataConfig, FeatureError, open_split
+
+    class StoredFeatures(Inference):
+        """Inference whose extractor is the feature set: each snippet carries its features."""
+
+        def _extract(self, batch):
+            self.counters["extractor_calls"] += 1
+            return [s.info["features"] for s in batch]
+
+    try:
+        fs = open_split(DataConfig(data_dir=str(data), labels_dir=labels, profile=loaded.profile,
+                                   classes=tuple(loaded.classes)), split)
+    except FeatureError as e:
+        raise ValueError(str(e)) from None
+    if not fs.has_dense:
+        raise ValueError(f"{data}: the {split} split has no dense annotations to calibrate on")
+    n = len(fs) if limit is None else min(limit, len(fs))
+    if n < 1:
+        raise ValueError(f"{data}: the {split} split has no clips")
+    snippet, T, F = loaded.profile.snippet_seconds, fs.num_snippets, loaded.profile.frames_per_snippet
+    cfg = InferenceConfig(hop=snippet, snippet_seconds=snippet, device=device)
+    model = loaded.model
+    recs = []
+    empty_audio, empty_frames = np.zeros(0, np.float32), np.zeros((0, 1, 1, 3), np.uint8)
+    for g in range(0, n, streams):
+        idx = list(range(g, min(n, g + streams)))
+        a, v2, v3 = (torch.from_numpy(np.ascontiguousarray(x)) for x in fs.batch(idx))
+        inf = StoredFeatures(cfg, model, extractor=None)
+        names = [fs.ids[i] for i in idx]
+        for name in names:
+            inf.expect(name)
+        probs: dict[str, list] = {name: [] for name in names}
+        for t in range(T):
+            for j, name in enumerate(names):
+                feats = (a[j, t], v2[j, t * F:(t + 1) * F], v3[j, t])
+                for p in inf.push(Snippet(name, t, t * snippet, empty_audio, empty_frames, info={"features": feats})):
+                    probs[p.stream].append(p)
+        for name in names:
+            for p in inf.flush(name):
+                probs[p.stream].append(p)
+        for j, i in enumerate(idx):
+            truth = (intervals_from_matrix(fs.gt_audio[i], loaded.classes, "audio", snippet_seconds=snippet)
+                     + intervals_from_matrix(fs.gt_visual[i], loaded.classes, "visual", snippet_seconds=snippet))
+            recs.append(Recording(names[j], sorted(probs[names[j]], key=lambda p: p.index), truth, float(T * snippet)))
+    return recs
+
+
 def calibrate_bundle(ckpt, work, cfg: BundleCalibration = BundleCalibration(), *,
                      log: Callable[[str], None] = print) -> dict:
     """Write the calibration scenes into ``work/calibration`` (reused when a rerun finds them) and
@@ -160,9 +228,10 @@ def live_event_scores(loaded, clips, probs: Sequence[list], events: Sequence[lis
 
 def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = CALIBRATED_HOPS, config=None, out=None,
                          streams: int = 16, device: str = "cpu", threads: int | None = 1, write: bool = True,
-                         log: Callable[[str], None] = print, source: str = "") -> dict:
+                         log: Callable[[str], None] = print, source: str = "", recordings=None) -> dict:
     """Calibrate ``ckpt``'s tracker on ``clips`` at each hop; write the rules into the checkpoint (``out``:
-    elsewhere) unless ``write`` is False. Returns the rules, figures before/after and timings."""
+    elsewhere) unless ``write`` is False. Returns the rules, figures before/after and timings.
+    ``recordings`` (instead of clips: ``record_features``) are predictions already made at the first hop."""
     from avparse.core.checkpoint import load_model, write_calibration
     from avparse.core.extractors import build_extractor
     from avparse.stream.calibrate import CalibrateConfig, calibrate, figures, subsample
@@ -175,16 +244,21 @@ def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = CALIBRATED_HOPS
     if loaded.meta.get("source") != "avparse":
         raise ValueError(f"{ckpt}: an original MMIL_Net state dict cannot hold a calibration; "
                          "save it as an avparse checkpoint first")
-    if loaded.extractor_state is None and loaded.profile.name == "lite":
+    if recordings is None and loaded.extractor_state is None and loaded.profile.name == "lite":
         raise ValueError(f"{ckpt}: a lite-profile checkpoint without extractor weights cannot run live")
-    extractor = build_extractor(loaded.profile, weights=loaded.extractor_state, device=device)
-    result: dict = {"checkpoint": str(ckpt), "clips": len(clips), "hops": {}, "seconds": {}}
+    n_clips = len(recordings) if recordings is not None else len(clips)
+    result: dict = {"checkpoint": str(ckpt), "clips": n_clips, "hops": {}, "seconds": {}}
     # one run through the runtime at the finest hop; a coarser hop that is a whole multiple of it
     # takes the predictions of the snippets on its own grid (stream.calibrate.subsample)
     fine = min(hops)
     derived = all(abs(h / fine - round(h / fine)) < 1e-9 for h in hops)
     runs = [fine] if derived else list(hops)
     recorded = {}
+    if recordings is not None:
+        runs = []
+        recorded[fine] = (list(recordings), {"from": "stored features"}, 0.0)
+    else:
+        extractor = build_extractor(loaded.profile, weights=loaded.extractor_state, device=device)
     for hop in runs:
         t0 = time.perf_counter()
         last = [t0]
@@ -214,10 +288,10 @@ def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = CALIBRATED_HOPS
         all_rules.append(rules)
         result["hops"][str(hop)] = {"rules": rules.to_dict(), "before": before, "after": after, "run": info,
                                     "seconds": {"record": rec_s, "search": round(t2 - t1, 1)}}
-        log(f"hop {hop:g}: validation, bare rule -> calibrated ({len(clips)} clips, "
+        log(f"hop {hop:g}: validation, bare rule -> calibrated ({n_clips} clips, "
             f"{before['minutes']:.1f} min of media):")
         log(event_table([("bare rule", before), ("calibrated", after)]))
-    record = calibration_record(all_rules, data=source, clips=len(clips), collar=config.collar,
+    record = calibration_record(all_rules, data=source, clips=n_clips, collar=config.collar,
                                 created=time.strftime("%Y-%m-%d %H:%M"), config=_plain(config))
     result["calibration"] = record
     if write:
