@@ -166,13 +166,13 @@ def _replay(rec: Recording, cols: _Columns, hop: float, snippet_seconds: float) 
     gated = cols.gate_thr >= 0
     out: list[list[tuple]] = [[] for _ in range(J)]
     onset_decided = np.zeros(J)
-    end = decided = 0.0
+    end = 0.0
     for p in rec.probs:
         fp = np.asarray(p.frame_prob, np.float64)
         x3 = np.concatenate([fp, fp.min(axis=0, keepdims=True)], axis=0)
         x = smoother.push(x3[cols.row, cols.cls])
         if gated.any():
-            g = np.empty(J)
+            g = np.zeros(J)
             for gi, kind in enumerate(GATES):
                 sel = cols.gate == gi
                 if kind == "none" or not sel.any():
@@ -181,7 +181,7 @@ def _replay(rec: Recording, cols: _Columns, hop: float, snippet_seconds: float) 
                 g[sel] = srcs[cols.row[sel], cols.cls[sel]]
             x = np.where(gated & ~(g >= cols.gate_thr), 0.0, x)
         lo, hi = snippet_cell(p.index, p.t0, hop, snippet_seconds)
-        end, decided = hi, p.decided_at
+        end = hi
         onsets, offsets = bank.step(x, lo, hi)
         for j in np.nonzero(onsets)[0]:
             onset_decided[j] = p.decided_at
