@@ -1,7 +1,7 @@
 """Calibrating the tracker for event-level accuracy (``avparse calibrate``).
 
 Input: the snippet probabilities the live pipeline produced on validation
-clips (recorded once, before the tracker: ``Pipeline.on_probs``) and the
+clips (recorded once, before the tracker: ``Pipeline.observe``) and the
 clips' dense truth. Output: :class:`~avparse.stream.decision.DecisionRules`
 for one hop, chosen to maximise the collar-based event F1 of each modality
 (``stream.eventscore``), subject to a bound on the median onset latency.
@@ -41,6 +41,7 @@ from .decision import (
     GATES, MODALITIES, DecisionBank, DecisionRules, ModalityRule, Smoother, gate_source, snippet_cell,
 )
 from .eventscore import COLLAR, Interval, count_matches, detections, score_events, with_audiovisual
+from .grid import SnippetGrid
 from .tracker import SnippetProbs, Tracker, TrackerConfig
 
 PARAMS = ("off_ratio", "gate", "gate_threshold", "min_off", "min_on", "median", "switch")
@@ -424,11 +425,12 @@ def calibrate(recordings: Sequence[Recording], classes: Sequence[str], *, hop: f
 
 
 # ----------------------------------------------------------------- figures
-def tracker_events(recordings: Sequence[Recording], classes: Sequence[str], tracker: TrackerConfig) -> dict:
-    """file -> detected intervals of the real Tracker on the recorded predictions."""
+def tracker_events(recordings: Sequence[Recording], classes: Sequence[str], tracker: TrackerConfig, *,
+                   grid: SnippetGrid) -> dict:
+    """file -> detected intervals of the real Tracker (cells on ``grid``) on the recorded predictions."""
     out = {}
     for rec in recordings:
-        tr = Tracker(tracker, classes=classes)
+        tr = Tracker(tracker, classes=classes, grid=grid)
         events = []
         for p in rec.probs:
             events += tr.push(p)
@@ -438,8 +440,8 @@ def tracker_events(recordings: Sequence[Recording], classes: Sequence[str], trac
 
 
 def figures(recordings: Sequence[Recording], classes: Sequence[str], tracker: TrackerConfig, *,
-            collar: float = COLLAR) -> dict:
+            grid: SnippetGrid, collar: float = COLLAR) -> dict:
     """``eventscore.score_events`` of the real Tracker with ``tracker`` on the recorded predictions."""
     truth = {r.name: with_audiovisual(r.truth) for r in recordings}
-    return score_events(truth, tracker_events(recordings, classes, tracker), classes,
+    return score_events(truth, tracker_events(recordings, classes, tracker, grid=grid), classes,
                         seconds={r.name: r.seconds for r in recordings}, collar=collar)

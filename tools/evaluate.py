@@ -111,7 +111,7 @@ def _live(args) -> int:
                                  device=args.device, num_snippets=snippets)
             clips = load_clips(media, labels, args.split, loaded.classes, num_snippets=cfg.num_snippets)
             probs, events = [[] for _ in clips], [[] for _ in clips]
-            result = live_scores(ckpt, clips, cfg, loaded=loaded, on_probs=lambda i, p: probs[i].append(p),
+            result = live_scores(ckpt, clips, cfg, loaded=loaded, on_prediction=lambda i, p: probs[i].append(p),
                                  on_events=lambda i, ev: events[i].extend(ev))
             paper = f"paper rule ({cfg.threshold:g}{', gated' if cfg.video_gate else ''}: the ten numbers' events)"
             result["events"] = live_event_scores(loaded, clips, probs, events, hop=cfg.hop, paper_rule=paper)

@@ -9,10 +9,12 @@ import pytest
 
 from avparse.stream.calibrate import CalibrateConfig, Recording, calibrate, figures, subsample, tracker_events
 from avparse.stream.eventscore import Interval
+from avparse.stream.grid import SnippetGrid
 from avparse.stream.tracker import SnippetProbs, TrackerConfig
 
 pytest.importorskip("sed_eval")
 CLASSES = ("a", "b")
+GRID = SnippetGrid()   # hop 1, 1 s snippets
 SMALL = CalibrateConfig(on=(0.5, 0.7, 0.9), off_ratio=(1.0, 0.4), min_on=(0.0, 2.0), min_off=(0.0, 2.0),
                         gate=("none",), gate_threshold=(0.5,), median=(1,), switch=(0.5,), rounds=2)
 
@@ -49,8 +51,8 @@ def recording(k: int, *, seconds=30, inside=0.95, dip=0.4, blip=0.6, blip_len=1,
 def test_finds_the_rule_that_removes_blips_and_bridges_dips():
     recs = [recording(k) for k in range(10)]
     rules = calibrate(recs, CLASSES, hop=1.0, config=SMALL)
-    bare = figures(recs, CLASSES, TrackerConfig())
-    cal = figures(recs, CLASSES, TrackerConfig(rules=rules))
+    bare = figures(recs, CLASSES, TrackerConfig(), grid=GRID)
+    cal = figures(recs, CLASSES, TrackerConfig(rules=rules), grid=GRID)
     for m in ("audio", "visual", "audiovisual"):
         assert bare[m]["f1"] < 0.5 and cal[m]["f1"] == pytest.approx(1.0), (m, bare[m], cal[m])
         r = getattr(rules, m)
@@ -67,7 +69,7 @@ def test_the_latency_bound_holds():
     recs = [recording(k, blip=0.95) for k in range(8)]
     strict = calibrate(recs, CLASSES, hop=1.0, config=SMALL)
     loose = calibrate(recs, CLASSES, hop=1.0, config=CalibrateConfig(**{**SMALL.__dict__, "max_latency": ((1.0, 5.0),)}))
-    fs, fl = (figures(recs, CLASSES, TrackerConfig(rules=r)) for r in (strict, loose))
+    fs, fl = (figures(recs, CLASSES, TrackerConfig(rules=r), grid=GRID) for r in (strict, loose))
     assert strict.audio.min_on == 0.0 and fs["latency"]["audio+visual"]["p50"] <= 1.1
     assert loose.audio.min_on == 2.0 and fl["audio"]["f1"] > fs["audio"]["f1"]
     assert fl["latency"]["audio+visual"]["p50"] == pytest.approx(2.0)
@@ -80,7 +82,7 @@ def test_per_class_thresholds_only_when_held_out_clips_want_them():
     rules = calibrate(recs, CLASSES, hop=1.0, config=SMALL)
     assert rules.info["search"]["audio"]["per_class"] is True
     assert rules.audio.on[0] < rules.audio.on[1]
-    assert figures(recs, CLASSES, TrackerConfig(rules=rules))["audio"]["f1"] == pytest.approx(1.0)
+    assert figures(recs, CLASSES, TrackerConfig(rules=rules), grid=GRID)["audio"]["f1"] == pytest.approx(1.0)
     # with nothing to separate, one threshold for all
     plain = calibrate([recording(k) for k in range(10)], CLASSES, hop=1.0, config=SMALL)
     assert plain.info["search"]["audio"]["per_class"] is False and len(set(plain.audio.on)) == 1
@@ -93,8 +95,8 @@ def test_rules_survive_a_checkpoint_round_trip_and_decide_the_same(tmp_path):
     rules = calibrate(recs, CLASSES, hop=1.0, config=SMALL)
     back = checkpoint_rules(calibration_record([rules]), 1.0)
     assert back == rules
-    assert tracker_events(recs, CLASSES, TrackerConfig(rules=back)) == \
-        tracker_events(recs, CLASSES, TrackerConfig(rules=rules))
+    assert tracker_events(recs, CLASSES, TrackerConfig(rules=back), grid=GRID) == \
+        tracker_events(recs, CLASSES, TrackerConfig(rules=rules), grid=GRID)
 
 
 def test_subsample_takes_the_coarser_grid():

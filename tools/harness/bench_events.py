@@ -54,12 +54,24 @@ def _quick(cfg: BenchEventsConfig) -> BenchEventsConfig:
     return replace(cfg, scenes=2, seconds=12, hops=(1.0,), tracker_reps=200)
 
 
+def _Recorder(probs: dict):
+    """A StageObserver keeping every prediction per stream."""
+    from avparse.stream.types import StageObserver
+
+    class Recorder(StageObserver):
+        def prediction(self, p) -> None:
+            probs[p.stream].append(p)
+
+    return Recorder()
+
+
 def run_scenes(loaded, extractor, cfg: BenchEventsConfig, hop: float):
-    """(recordings, the run's events per scene, tracker config, rules note, seconds) of the scenes at ``hop``,
-    through the runtime `run --fast` builds."""
+    """(recordings, the run's events per scene, pipeline config, rules note, seconds, stats) of the scenes at
+    ``hop``, through the runtime `run --fast` builds."""
     from avparse.stream.calibrate import Recording
     from avparse.stream.eventscore import Interval
-    from avparse.stream.pipeline import EventLog, Runtime, VirtualClock, pipeline_config
+    from avparse.stream.clock import VirtualClock
+    from avparse.stream.pipeline import EventLog, Runtime, pipeline_config
     from avparse.tools.common import StreamSpec, TrackerOptions, build_sources, tracker_config
     from avparse.train.synth import SynthConfig, make_scene
 
@@ -70,7 +82,7 @@ def run_scenes(loaded, extractor, cfg: BenchEventsConfig, hop: float):
     sources = build_sources(streams, loaded.profile, fast=True)
     rt = Runtime(pcfg, loaded, extractor, sources, clock=VirtualClock())
     probs: dict[str, list] = {s.name: [] for s in streams}
-    rt.pipeline.on_probs(lambda p: probs[p.stream].append(p))
+    rt.pipeline.observe(_Recorder(probs))
     log = EventLog()
     rt.add_sink(log)
     t0 = time.perf_counter()
@@ -82,7 +94,7 @@ def run_scenes(loaded, extractor, cfg: BenchEventsConfig, hop: float):
                  for e in make_scene(s.scene, SynthConfig(duration=cfg.seconds), name=s.name).ground_truth()]
         recs.append(Recording(s.name, sorted(probs[s.name], key=lambda p: p.index), truth, float(cfg.seconds)))
         events[s.name] = [e for e in log.events if e.stream == s.name]
-    return recs, events, tracker, note, seconds, stats
+    return recs, events, pcfg, note, seconds, stats
 
 
 def tracker_cost(classes: int, reps: int, rules=None) -> dict:
@@ -91,6 +103,7 @@ def tracker_cost(classes: int, reps: int, rules=None) -> dict:
     import numpy as np
 
     from avparse.stream.decision import DecisionRules, ModalityRule
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.tracker import SnippetProbs, Tracker, TrackerConfig
 
     from .timing import spread
@@ -105,7 +118,7 @@ def tracker_cost(classes: int, reps: int, rules=None) -> dict:
     ps = [SnippetProbs("s", i, float(i), rng.random((2, C)).astype(np.float32), rng.random(C).astype(np.float32),
                        rng.random(C).astype(np.float32), rng.random(C).astype(np.float32), decided_at=i + 1.0)
           for i in range(reps)]
-    tr = Tracker(TrackerConfig(hop=rules.hop, rules=rules), classes=names)
+    tr = Tracker(TrackerConfig(rules=rules), classes=names, grid=SnippetGrid(hop=rules.hop))
     for p in ps[:50]:   # warm-up
         tr.push(p)
     tr.reset()
@@ -140,13 +153,13 @@ def bench(cfg: BenchEventsConfig, log=print) -> dict:
     log(f"bench events: {path.name}, {cfg.scenes} scenes x {cfg.seconds} s (seeds {cfg.seed}..."
         f"{cfg.seed + cfg.scenes - 1}), hops {', '.join(f'{h:g}' for h in cfg.hops)} s; {load_text()}")
     for hop in cfg.hops:
-        recs, events, tracker, note, secs, stats = run_scenes(loaded, extractor, cfg, hop)
+        recs, events, pcfg, note, secs, stats = run_scenes(loaded, extractor, cfg, hop)
         truth = {r.name: with_audiovisual(r.truth) for r in recs}
         seconds = {r.name: r.seconds for r in recs}
         after = score_events(truth, {n: detections(ev) for n, ev in events.items()}, loaded.classes, seconds=seconds)
-        replay = tracker_events(recs, loaded.classes, tracker)
+        replay = tracker_events(recs, loaded.classes, pcfg.tracker, grid=pcfg.grid)
         same = all(sorted(replay[n], key=repr) == sorted(detections(events[n]), key=repr) for n in events)
-        before = figures(recs, loaded.classes, TrackerConfig(hop=hop, snippet_seconds=loaded.profile.snippet_seconds))
+        before = figures(recs, loaded.classes, TrackerConfig(), grid=pcfg.grid)
         tstage = stats["stages"]["tracker"]
         res["hops"][str(hop)] = {
             "before": before, "after": after, "tracker": note, "replay_equals_run": same,
@@ -163,7 +176,7 @@ def bench(cfg: BenchEventsConfig, log=print) -> dict:
 
     own, _ = tracker_config(loaded, hop=cfg.hops[0], options=TrackerOptions())
     cost["model_rules"] = tracker_cost(len(loaded.classes), cfg.tracker_reps,
-                                       rules=own.decision_rules(loaded.classes))
+                                       rules=own.decision_rules(loaded.classes, hop=cfg.hops[0]))
     res["tracker_cost"] = cost
     res["seconds"] = round(time.perf_counter() - t_all, 1)
     e = cost["every_feature"]

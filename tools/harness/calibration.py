@@ -93,6 +93,7 @@ def record_features(loaded, data, *, labels=None, split: str = "val", limit: int
 
     from avparse.stream.calibrate import Recording
     from avparse.stream.eventscore import intervals_from_matrix
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.inference import Inference, InferenceConfig
     from avparse.stream.types import Snippet
     from avparse.train.dataset import DataConfig, FeatureError, open_split
@@ -115,14 +116,15 @@ def record_features(loaded, data, *, labels=None, split: str = "val", limit: int
     if n < 1:
         raise ValueError(f"{data}: the {split} split has no clips")
     snippet, T, F = loaded.profile.snippet_seconds, fs.num_snippets, loaded.profile.frames_per_snippet
-    cfg = InferenceConfig(hop=snippet, snippet_seconds=snippet, device=device)
+    cfg = InferenceConfig(device=device)
+    grid = SnippetGrid.from_profile(loaded.profile, hop=snippet)
     model = loaded.model
     recs = []
     empty_audio, empty_frames = np.zeros(0, np.float32), np.zeros((0, 1, 1, 3), np.uint8)
     for g in range(0, n, streams):
         idx = list(range(g, min(n, g + streams)))
         a, v2, v3 = (torch.from_numpy(np.ascontiguousarray(x)) for x in fs.batch(idx))
-        inf = StoredFeatures(cfg, model, extractor=None)
+        inf = StoredFeatures(cfg, model, extractor=None, grid=grid)
         names = [fs.ids[i] for i in idx]
         for name in names:
             inf.expect(name)
@@ -193,7 +195,7 @@ def record_clips(loaded, extractor, clips, *, hop: float, streams: int = 16, dev
     probs: list[list] = [[] for _ in clips]
     events: list[list] = [[] for _ in clips]
     _, _, info = live_predictions(loaded, extractor, clips, cfg, progress=progress,
-                                  on_probs=lambda i, p: probs[i].append(p),
+                                  on_prediction=lambda i, p: probs[i].append(p),
                                   on_events=lambda i, ev: events[i].extend(ev))
     recs = []
     for i, cl in enumerate(clips):
@@ -210,6 +212,7 @@ def live_event_scores(loaded, clips, probs: Sequence[list], events: Sequence[lis
     from avparse.stream.calibrate import Recording, figures
     from avparse.stream.decision import checkpoint_rules
     from avparse.stream.eventscore import detections, score_events, with_audiovisual
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.tracker import TrackerConfig
 
     snippet = loaded.profile.snippet_seconds
@@ -218,11 +221,11 @@ def live_event_scores(loaded, clips, probs: Sequence[list], events: Sequence[lis
     truth = {r.name: with_audiovisual(r.truth) for r in recs}
     out = {paper_rule: score_events(truth, {r.name: detections(events[i]) for i, r in enumerate(recs)},
                                     loaded.classes, seconds={r.name: r.seconds for r in recs})}
-    base = TrackerConfig(hop=hop, snippet_seconds=snippet)
-    out["bare rule"] = figures(recs, loaded.classes, base)
+    grid = SnippetGrid.from_profile(loaded.profile, hop=hop)
+    out["bare rule"] = figures(recs, loaded.classes, TrackerConfig(), grid=grid)
     rules = checkpoint_rules(loaded.calibration, hop)
     if rules is not None:
-        out["calibrated"] = figures(recs, loaded.classes, replace(base, rules=rules))
+        out["calibrated"] = figures(recs, loaded.classes, TrackerConfig(rules=rules), grid=grid)
     return out
 
 
@@ -236,6 +239,7 @@ def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = CALIBRATED_HOPS
     from avparse.core.extractors import build_extractor
     from avparse.stream.calibrate import CalibrateConfig, calibrate, figures, subsample
     from avparse.stream.decision import calibration_record
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.tracker import TrackerConfig
 
     config = config or CalibrateConfig()
@@ -281,9 +285,9 @@ def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = CALIBRATED_HOPS
         rules = calibrate(recs, loaded.classes, hop=hop, snippet_seconds=loaded.profile.snippet_seconds,
                           config=config, log=log)
         t2 = time.perf_counter()
-        base = TrackerConfig(hop=hop, snippet_seconds=loaded.profile.snippet_seconds)
-        before = figures(recs, loaded.classes, base, collar=config.collar)
-        after = figures(recs, loaded.classes, replace(base, rules=rules), collar=config.collar)
+        grid = SnippetGrid.from_profile(loaded.profile, hop=hop)
+        before = figures(recs, loaded.classes, TrackerConfig(), grid=grid, collar=config.collar)
+        after = figures(recs, loaded.classes, TrackerConfig(rules=rules), grid=grid, collar=config.collar)
         rules = replace(rules, info={**rules.info, "validation": {"before": _brief(before), "after": _brief(after)}})
         all_rules.append(rules)
         result["hops"][str(hop)] = {"rules": rules.to_dict(), "before": before, "after": after, "run": info,

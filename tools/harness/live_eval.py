@@ -108,12 +108,24 @@ def load_clips(media_dir, labels_dir, split: str, classes: Sequence[str], *, num
     return clips
 
 
+def _Predictions(index: dict, fn):
+    """A StageObserver handing every prediction to ``fn(clip index, probs)``."""
+    from avparse.stream.types import StageObserver
+
+    class Predictions(StageObserver):
+        def prediction(self, probs) -> None:
+            fn(index[probs.stream], probs)
+
+    return Predictions()
+
+
 def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEvalConfig(), *,
                      progress: Callable[[int, int], None] | None = None,
-                     on_probs: Callable[[int, object], None] | None = None,
+                     on_prediction: Callable[[int, object], None] | None = None,
                      on_events: Callable[[int, list], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Run every clip through the Runtime; (pred_a [N,C,T], pred_v [N,C,T], info). ``on_probs(i, p)``
-    sees every prediction of clip i before the tracker, ``on_events(i, events)`` clip i's events."""
+    """Run every clip through the Runtime; (pred_a [N,C,T], pred_v [N,C,T], info). ``on_prediction(i, p)``
+    sees every prediction of clip i before the tracker (a StageObserver), ``on_events(i, events)`` clip
+    i's events."""
     import torch
 
     from avparse.stream.clock import VirtualClock
@@ -141,9 +153,8 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
             names = [f"s{g + j}" for j in range(len(group))]  # unique stream names (file stems may repeat)
             sources = [FileSource(cl.path, sample_rate=profile.sample_rate, name=nm) for cl, nm in zip(group, names)]
             rt = Runtime(pcfg, loaded, extractor, sources, clock=VirtualClock())
-            if on_probs is not None:
-                index = {nm: g + j for j, nm in enumerate(names)}
-                rt.pipeline.on_probs(lambda p, index=index: on_probs(index[p.stream], p))
+            if on_prediction is not None:
+                rt.pipeline.observe(_Predictions({nm: g + j for j, nm in enumerate(names)}, on_prediction))
             log = EventLog()
             rt.add_sink(log)
             st = rt.run()
@@ -170,10 +181,10 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
 
 def live_scores(checkpoint, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEvalConfig(), *,
                 progress: Callable[[int, int], None] | None = None, loaded=None,
-                on_probs: Callable[[int, object], None] | None = None,
+                on_prediction: Callable[[int, object], None] | None = None,
                 on_events: Callable[[int, list], None] | None = None) -> dict:
     """The paper's ten numbers (percent) of ``checkpoint`` through the live runtime on ``clips``
-    (``on_probs`` / ``on_events``: as ``live_predictions``)."""
+    (``on_prediction`` / ``on_events``: as ``live_predictions``)."""
     from avparse.core.checkpoint import load_model
     from avparse.core.extractors import build_extractor
     from avparse.core.metrics import SUMMARY_KEYS, dataset_scores
@@ -185,7 +196,7 @@ def live_scores(checkpoint, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEva
     extractor = build_extractor(loaded.profile, weights=loaded.extractor_state, device=cfg.device)
     if not clips:
         raise ValueError("no clips to score")
-    pred_a, pred_v, info = live_predictions(loaded, extractor, clips, cfg, progress=progress, on_probs=on_probs,
+    pred_a, pred_v, info = live_predictions(loaded, extractor, clips, cfg, progress=progress, on_prediction=on_prediction,
                                             on_events=on_events)
     gt_a = np.stack([cl.gt_audio for cl in clips])
     gt_v = np.stack([cl.gt_visual for cl in clips])
