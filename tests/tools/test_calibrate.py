@@ -175,3 +175,20 @@ def test_llp_features_with_dense_annotations(tmp_path, capsys):
             got = recs[2].probs[t]
             assert got.index == t and got.decided_at == t + 1.0
             torch.testing.assert_close(torch.from_numpy(got.frame_prob), o.frame_prob[0, t].float(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.slow
+def test_demo_shows_the_calibrated_events(synth_model, tmp_path):
+    """The demo applies the checkpoint's rules (here: never on, so no event at all) and says so."""
+    import os
+    import subprocess
+    import sys
+
+    ckpt, _ = synth_model
+    cal = _calibrated_copy(ckpt, tmp_path / "never.pt", on=1.0, off=1.0)
+    r = subprocess.run([sys.executable, "-m", "avparse.tools.cli", "demo", "--model", str(cal), "--headless",
+                        "--out", str(tmp_path / "d.mp4"), "--duration", "3", "--size", "640x360", "--no-publish"],
+                       cwd=tmp_path, env=dict(os.environ, DISPLAY=""), capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "tracker: the checkpoint's calibrated rules (chosen at hop 1 s)" in r.stderr
+    assert "[scene]" not in r.stdout and "avparse demo: 0 events" in r.stderr
