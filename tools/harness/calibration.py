@@ -8,10 +8,15 @@ Behind ``avparse calibrate``, ``avparse evaluate --live`` (the event figures),
   windows) at one hop, keeping every snippet prediction before the tracker
   (a :class:`~avparse.stream.calibrate.Recording` per clip) and the events of the
   runtime's own tracker;
+- :func:`record_features`: the same from a feature set (LLP features with the
+  dense annotations, or a packed store): the inference stage fed the stored
+  features, on the 1 s grid only;
 - :func:`calibrate_checkpoint`: that for each hop, the search of
   ``stream.calibrate``, the validation figures of the bare rule and of the
   chosen rules (``stream.eventscore``: sed_eval), and the rules written into the
   checkpoint (``core.checkpoint.write_calibration``);
+- :func:`calibrate_bundle`: the last step of ``avparse bundle`` (its own 60 s
+  calibration scenes); :func:`live_event_scores`: ``evaluate --live``'s table;
 - :func:`event_table`: the figures as a table.
 """
 
