@@ -113,7 +113,9 @@ def _run(args) -> int:
         print(format_table(live["scores"]))
     calibration = None
     if not args.no_calibrate:   # the tracker's decision rules, on scenes of their own (tools/harness/calibration.py)
-        from avparse.tools.harness.calibration import BundleCalibration, calibrate_bundle, quick_calibration
+        from avparse.tools.harness.calibration import (
+            BundleCalibration, calibrate_bundle, calibration_summary, quick_calibration,
+        )
 
         t0 = time.perf_counter()
         try:
@@ -121,10 +123,7 @@ def _run(args) -> int:
         except (SynthError, CheckpointError, OSError, ValueError) as e:
             raise UserError(f"bundle: calibration: {e}") from None
         res.seconds["calibration"] = time.perf_counter() - t0
-        calibration = {"data": cal["calibration"]["data"], "seconds": cal["seconds"],
-                       "validation": {h: {"before": v["rules"]["info"]["validation"]["before"],
-                                          "after": v["rules"]["info"]["validation"]["after"]}
-                                      for h, v in cal["hops"].items()}}
+        calibration = calibration_summary(cal)
     total = time.perf_counter() - t_all
     metrics = {
         "checkpoint": out.name,

@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="CKPT", help="write the calibrated checkpoint here instead of in place")
     p.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     p.add_argument("--json", metavar="OUT", help="write the rules and all figures as JSON here")
+    p.add_argument("--metrics", metavar="JSON",
+                   help="a bundle's metrics file (core/assets/demo_metrics.json) to record the calibration and the "
+                        "checkpoint's new size in")
     p.add_argument("--streams", type=int, default=lv.streams, help=f"clips run at once, one stream each ({lv.streams})")
     p.add_argument("--device", default=lv.device, help=f"torch device ({lv.device})")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1)")
@@ -92,7 +95,7 @@ def main(argv=None) -> int:
 def _run(args) -> int:
     from avparse.core.checkpoint import CheckpointError, load_model
     from avparse.tools.harness.calibration import (
-        CALIBRATED_HOPS, calibrate_checkpoint, is_feature_set, load_validation_clips, record_features,
+        CALIBRATED_HOPS, calibrate_checkpoint, is_feature_set, load_validation_clips, record_features, update_metrics,
     )
     from avparse.tools.harness.report import write_json
 
@@ -104,6 +107,8 @@ def _run(args) -> int:
         raise UserError("--streams and --threads must be at least 1")
     if args.out and Path(args.out).is_dir():
         raise UserError(f"--out {args.out} is a folder; give a file name")
+    if args.metrics and not Path(args.metrics).is_file():
+        raise UserError(f"--metrics {args.metrics}: no such file (a bundle's demo_metrics.json)")
     try:
         loaded = load_model(ckpt)
     except CheckpointError as e:
@@ -146,6 +151,11 @@ def _run(args) -> int:
         except OSError as e:
             raise UserError(f"cannot write {args.json}: {e.strerror}") from None
     where = res.get("written")
+    if args.metrics and where:
+        try:
+            update_metrics(args.metrics, where, res)
+        except (OSError, ValueError) as e:
+            raise UserError(f"--metrics {args.metrics}: {e}") from None
     print(f"avparse calibrate: {'wrote the rules into ' + where if where else 'dry run: nothing written'} "
           f"({res['seconds']['total']:.0f} s)", file=sys.stderr)
     return 0

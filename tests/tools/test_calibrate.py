@@ -66,6 +66,13 @@ def test_calibrate_writes_rules_that_run_with_the_checkpoint(synth_model, tmp_pa
     assert load_model(fresh).calibration is None
     assert calibrate.main([str(fresh), "--data", str(data), "--hops", "1", "--out", str(tmp_path / "o.pt")]) == 0
     assert load_model(fresh).calibration is None and load_model(tmp_path / "o.pt").calibration is not None
+    # --metrics: a bundle's metrics file records the calibration and the checkpoint's new size
+    metrics = tmp_path / "m_metrics.json"
+    metrics.write_text(json.dumps({"size_bytes": 1, "offline": {}}))
+    assert calibrate.main([str(fresh), "--data", str(data), "--hops", "1", "--metrics", str(metrics)]) == 0
+    m = json.loads(metrics.read_text())
+    assert m["size_bytes"] == fresh.stat().st_size and set(m["calibration"]["validation"]["1.0"]) == {"before", "after"}
+    assert m["offline"] == {}
 
 
 @pytest.mark.parametrize("argv, needle", [

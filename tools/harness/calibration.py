@@ -310,6 +310,27 @@ def calibrate_checkpoint(ckpt, clips, *, hops: Sequence[float] = CALIBRATED_HOPS
     return result
 
 
+def calibration_summary(res: dict) -> dict:
+    """The part of ``calibrate_checkpoint``'s result a bundle's metrics file keeps: where the rules were
+    chosen, how long it took, the validation figures before and after per hop."""
+    return {"data": res["calibration"]["data"], "seconds": res["seconds"],
+            "validation": {h: {"before": v["rules"]["info"]["validation"]["before"],
+                               "after": v["rules"]["info"]["validation"]["after"]} for h, v in res["hops"].items()}}
+
+
+def update_metrics(path, ckpt, res: dict) -> Path:
+    """Record a calibration in a bundle's metrics file (demo_metrics.json): its summary, and the
+    checkpoint's new size (the file the metrics describe has changed)."""
+    import json
+
+    p = Path(path)
+    m = json.loads(p.read_text())
+    m["calibration"] = calibration_summary(res)
+    m["size_bytes"] = Path(ckpt).stat().st_size
+    p.write_text(json.dumps(m, indent=1, default=str) + "\n")
+    return p
+
+
 def _plain(cfg) -> dict:
     from dataclasses import asdict
 
