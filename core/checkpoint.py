@@ -11,6 +11,10 @@ An avparse checkpoint is a ``torch.save`` of one dict, readable with
     extractor_state  nested dict of tensors (bundled trained extractors) or None
     extra            dict of plain values (training facts: epoch, metrics, ...)
     state_dict       the HAN's parameters (CPU tensors)
+    calibration      optional: dict of plain values, the tracker's decision rules chosen by
+                     ``avparse calibrate`` (``{"format": "avparse.decision-rules", "rules": [...]}``,
+                     read by ``avparse.stream.decision.calibrations``); absent: the bare rule.
+                     Readers that do not know it ignore it, so it needs no new format version.
 
 :func:`load_model` also reads a raw ``state_dict`` saved by the original code
 (YapengTian/AVVP-ECCV20 main_avvp.py: ``torch.save(model.state_dict(), ...)`` of
@@ -58,6 +62,7 @@ class LoadedModel:
     profile: FeatureProfile                     # the features the model expects
     extractor_state: Optional[dict]             # bundled extractor weights or None
     meta: dict                                  # format, version, source ("avparse" | "original"), extra, ...
+    calibration: Optional[dict] = None          # the tracker's calibrated decision rules (plain dict) or None
 
 
 # ---------------------------------------------------------------------------- saving
@@ -65,8 +70,11 @@ class LoadedModel:
 
 def _check_plain(value: Any, where: str) -> Any:
     """Return a copy of value made of types that weights_only loading accepts (tensors to CPU)."""
-    if value is None or isinstance(value, (bool, int, float, str)):
+    if value is None:
         return value
+    for t in (bool, int, float, str):   # exact builtins: a numpy float64 (a float subclass) would be pickled
+        if isinstance(value, t):        # as a numpy object that a weights-only load refuses
+            return t(value)
     if isinstance(value, torch.Tensor):
         return value.detach().cpu()
     if isinstance(value, Mapping):
@@ -93,7 +101,7 @@ def _check_profile_matches(cfg: HANConfig, profile: FeatureProfile) -> Optional[
 
 
 def save_checkpoint(path, model: HAN, *, classes, profile: FeatureProfile, extra: Optional[dict] = None,
-                    extractor_state: Optional[Mapping] = None) -> Path:
+                    extractor_state: Optional[Mapping] = None, calibration: Optional[Mapping] = None) -> Path:
     """Write ``model`` with its config, class names and feature profile to ``path`` (atomically)."""
     path = Path(path)
     cfg: HANConfig = model.config
@@ -115,11 +123,22 @@ def save_checkpoint(path, model: HAN, *, classes, profile: FeatureProfile, extra
         "extra": _check_plain(dict(extra or {}), "extra"),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
     }
+    if calibration is not None:
+        payload["calibration"] = _check_plain(dict(calibration), "calibration")
+    return _write(path, payload)
+
+
+def _write(path: Path, payload: dict) -> Path:
+    """torch.save ``payload`` to ``path`` atomically (a temporary file renamed), keeping an existing
+    file's permission bits."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = path.stat().st_mode & 0o777 if path.exists() else None
     fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             torch.save(payload, f)
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
@@ -229,10 +248,32 @@ def _load_avparse(path: Path, d: dict, device) -> LoadedModel:
         raise CheckpointError(path, "extra is not a dict")
     if d["extractor_state"] is not None and not isinstance(d["extractor_state"], Mapping):
         raise CheckpointError(path, "extractor_state is neither a dict nor None")
+    calibration = d.get("calibration")
+    if calibration is not None and not isinstance(calibration, Mapping):
+        raise CheckpointError(path, "calibration is neither a dict nor absent")
     model = _finish(path, cfg, state, device)
     meta = {"format": FORMAT_NAME, "version": version, "source": "avparse", "path": str(path),
             "extra": dict(d["extra"])}
-    return LoadedModel(model, cfg, tuple(classes), profile, d["extractor_state"], meta)
+    return LoadedModel(model, cfg, tuple(classes), profile, d["extractor_state"], meta,
+                       dict(calibration) if calibration is not None else None)
+
+
+def write_calibration(path, calibration: Optional[Mapping], *, out=None) -> Path:
+    """Store ``calibration`` (plain values; None removes it) in the avparse checkpoint ``path``,
+    everything else unchanged, atomically; to ``out`` instead when given. CheckpointError if ``path``
+    is not an avparse checkpoint (an original MMIL_Net state dict has no place for it: save it with
+    avparse first)."""
+    path = Path(path)
+    d = _read(path)
+    if not (isinstance(d, Mapping) and d.get("format") == FORMAT_NAME):
+        raise CheckpointError(path, "not an avparse checkpoint (an original MMIL_Net state dict cannot hold a "
+                                    "calibration; train or convert with avparse first)")
+    payload = dict(d)
+    if calibration is None:
+        payload.pop("calibration", None)
+    else:
+        payload["calibration"] = _check_plain(dict(calibration), "calibration")
+    return _write(Path(out) if out is not None else path, payload)
 
 
 # The original MMIL_Net (YapengTian/AVVP-ECCV20 nets/net_audiovisual.py) builds these

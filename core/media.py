@@ -231,6 +231,12 @@ class _StderrReader:
         return "\n".join(self.lines)
 
 
+# Decoders run in their own session (start_new_session): Ctrl-C in a terminal signals the whole
+# foreground process group, and a decoder killed by it would end its stream as "source-lost" before
+# the runtime stops it as "stopped". The reader stops them (_stop); if avparse dies, their next write
+# to the closed pipe ends them.
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is None:
         proc.kill()
@@ -287,7 +293,7 @@ def _open_audio(path, sample_rate: int):
         raise ValueError(f"sample_rate must be positive, got {sample_rate}")
     ch = max(1, info.channels)
     proc = subprocess.Popen(_audio_cmd(info.path, sample_rate, ch), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                            stderr=subprocess.PIPE, stdin=subprocess.DEVNULL, start_new_session=True)
     return info, ch, proc, _StderrReader(proc.stderr)
 
 
@@ -365,7 +371,8 @@ def iter_frames(path, *, fps: float | None = None, size=None, strict: bool = Tru
         "-map", "0:v:0", "-an", "-sn", "-dn", "-vf", ",".join(filters),
         "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:1",
     ]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
     err = _StderrReader(proc.stderr, want_pts=True)
     nbytes = w * h * 3
     count = 0

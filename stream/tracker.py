@@ -1,9 +1,7 @@
 """The onset/offset tracker: snippet probabilities -> typed events.
 
 One state machine per (stream, class, modality). Audio and visual run on the
-snippet probabilities of their modality (optionally gated by the video-level
-probability, as the paper's evaluation does: snippet prob >= 0.5 AND video
-prob >= 0.5, YapengTian/AVVP-ECCV20 ``main_avvp.py`` eval); audio-visual runs on
+snippet probabilities of their modality; audio-visual runs on
 ``min(audio, visual)``, which crosses a threshold exactly when both do: the
 paper's ``y_av = y_a * y_v``.
 
@@ -13,17 +11,24 @@ snippet's cell starts at its t0). With hop = 1 s these are the LLP snippets.
 Events are stamped at cell boundaries (``media_time``) and with the media time
 of the newest evidence used (``decided_at``, from the probabilities).
 
-Hysteresis: off -> on when p >= on_threshold, on -> off when p < off_threshold.
-Minimum durations: an onset is emitted once the class has been on for
-``min_on`` seconds (shorter bursts are dropped); an offset once it has been off
-for ``min_off`` seconds (shorter gaps are bridged). Numpy only; no clocks.
+The decision rule (``stream/decision.py``): optional causal smoothing (median,
+two-state HMM forward filter), an optional video-level gate (the paper's:
+snippet prob >= 0.5 AND video prob >= 0.5, YapengTian/AVVP-ECCV20
+``main_avvp.py`` eval), hysteresis (off -> on when p >= on, on -> off when
+p < off) and minimum durations (an onset is emitted once the class has been on
+for ``min_on`` seconds, shorter bursts are dropped; an offset once it has been
+off for ``min_off`` seconds, shorter gaps are bridged). ``TrackerConfig``'s
+scalar fields give every class and modality the same rule (the defaults: the
+paper's bare threshold 0.5); calibrated ``DecisionRules`` (``avparse
+calibrate``, stored in the checkpoint) give each its own. Nothing published is
+taken back: smoothing only looks at the past. Numpy only; no clocks.
 """
 
 from __future__ import annotations
 
 import math
 import numbers
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -31,7 +36,11 @@ import numpy as np
 from avparse.core.events import Event, Segment
 from avparse.core.labels import MODALITIES
 
+from .decision import DecisionBank, DecisionRules, Smoother, gate_source, rule_arrays, snippet_cell
 from .grid import SnippetGrid
+
+__all__ = ["MODALITIES", "SnippetProbs", "Tracker", "TrackerConfig", "events_to_segments", "segments_to_matrix",
+           "events_to_matrices"]
 
 
 @dataclass
@@ -58,16 +67,39 @@ class TrackerConfig:
     min_off: float = 0.0         # seconds a class must stay off before its offset is emitted
     video_gate: bool = False     # the paper's gate: also require the video-level probability >= gate_threshold
     gate_threshold: float = 0.5  # video-level threshold of the gate (paper: 0.5)
+    rules: DecisionRules | None = None  # calibrated per-class, per-modality rules (avparse calibrate); when set
+                                        # they replace the six decision fields above (None: those fields apply
+                                        # to every class and modality, the bare rule)
 
     @classmethod
-    def from_options(cls, *, on=None, off=None, min_on=None, min_off=None, video_gate: bool = False) -> "TrackerConfig":
+    def from_options(cls, *, on=None, off=None, min_on=None, min_off=None, video_gate: bool = False,
+                     rules: DecisionRules | None = None) -> "TrackerConfig":
         """The config of command-line style options: None keeps the default; ``off`` defaults to
-        ``on`` (no hysteresis unless asked). Raises ValueError for nonsense values."""
+        ``on`` (no hysteresis unless asked). With calibrated ``rules`` (a checkpoint's), the options
+        override the rules' values for every class and modality (``DecisionRules.with_overrides``).
+        Raises ValueError for nonsense values."""
         d = cls()
-        on = d.on_threshold if on is None else on
-        return cls(on_threshold=on, off_threshold=on if off is None else off,
-                   min_on=d.min_on if min_on is None else min_on, min_off=d.min_off if min_off is None else min_off,
-                   video_gate=video_gate)
+        on_ = d.on_threshold if on is None else on
+        cfg = cls(on_threshold=on_, off_threshold=on_ if off is None else off,
+                  min_on=d.min_on if min_on is None else min_on, min_off=d.min_off if min_off is None else min_off,
+                  video_gate=video_gate)
+        if rules is not None:
+            cfg = replace(cfg, rules=rules.with_overrides(on=on, off=off, min_on=min_on, min_off=min_off,
+                                                          gate=video_gate))
+        return cfg
+
+    def decision_rules(self, classes: Sequence[str], *, hop: float = SnippetGrid.hop) -> DecisionRules:
+        """The rules the tracker applies at ``hop``: the calibrated ones (moved to ``hop``), else the six
+        fields for every class."""
+        if self.rules is not None:
+            if tuple(self.rules.classes) != tuple(classes):
+                raise ValueError(f"the calibrated rules are for {len(self.rules.classes)} classes "
+                                 f"({', '.join(self.rules.classes[:3])}, ...), the model has {len(classes)} "
+                                 f"({', '.join(tuple(classes)[:3])}, ...)")
+            return self.rules.at_hop(hop)
+        return DecisionRules.uniform(classes, hop=hop, on=self.on_threshold, off=self.off_threshold,
+                                     min_on=self.min_on, min_off=self.min_off,
+                                     gate="global" if self.video_gate else "none", gate_threshold=self.gate_threshold)
 
     def __post_init__(self):
         for name in ("on_threshold", "off_threshold", "gate_threshold"):
@@ -82,18 +114,16 @@ class TrackerConfig:
             )
         if self.min_on < 0 or self.min_off < 0:
             raise ValueError("min_on and min_off must be >= 0")
+        if self.rules is not None and not isinstance(self.rules, DecisionRules):
+            raise TypeError(f"rules must be DecisionRules or None, not {type(self.rules).__name__}")
 
 
-_OFF, _PENDING_ON, _ON, _PENDING_OFF = range(4)
+class _StreamState:
+    __slots__ = ("smoother", "bank", "last")
 
-
-class _Track:
-    __slots__ = ("state", "start", "score", "onset", "off_start", "off_score")
-
-    def __init__(self):
-        self.state = _OFF
-        self.start = self.onset = self.off_start = 0.0
-        self.score = self.off_score = 0.0
+    def __init__(self, smoother: Smoother, bank: DecisionBank):
+        self.smoother, self.bank = smoother, bank
+        self.last = (0.0, 0.0)   # (end of the last decided cell, its decided_at)
 
 
 class Tracker:
@@ -103,81 +133,81 @@ class Tracker:
         self.config = config
         self.grid = grid
         self.classes = tuple(classes)
+        self.rules = config.decision_rules(self.classes, hop=grid.hop)
+        a = rule_arrays(self.rules)
+        self._arrays = a
+        self._gates = a["gate"]
         self.reset()
 
     def reset(self) -> None:
-        self._tracks: dict[str, list[list[_Track]]] = {}  # stream -> [modality][class]
-        self._last: dict[str, tuple[float, float]] = {}   # stream -> (last cell end, decided_at)
+        self._streams: dict[str, _StreamState] = {}
+
+    def _new_stream(self) -> _StreamState:
+        a = self._arrays
+        return _StreamState(Smoother(a["median"], a["switch"]),
+                            DecisionBank(a["on"], a["off"], a["min_on"], a["min_off"]))
 
     def open_events(self, stream: str | None = None) -> list[tuple[str, str, str, float]]:
         """(stream, label, modality, onset time) of every emitted onset not yet closed."""
         out = []
-        for s, per_mod in self._tracks.items():
+        for s, st in self._streams.items():
             if stream is not None and s != stream:
                 continue
-            for m, row in enumerate(per_mod):
-                for c, tr in enumerate(row):
-                    if tr.state in (_ON, _PENDING_OFF):
-                        out.append((s, self.classes[c], MODALITIES[m], tr.onset))
+            for m, c in zip(*np.nonzero(st.bank.open_mask())):
+                out.append((s, self.classes[c], MODALITIES[m], float(st.bank.onset[m, c])))
         return out
 
     def _cell(self, p: SnippetProbs) -> tuple[float, float]:
-        g = self.grid
-        lo = p.t0 + (g.snippet_seconds - g.hop) / 2
-        hi = p.t0 + (g.snippet_seconds + g.hop) / 2
-        if p.index == 0:
-            lo = p.t0
-        return lo, hi
+        return snippet_cell(p.index, p.t0, self.grid.hop, self.grid.snippet_seconds)
 
-    def gated(self, p: SnippetProbs) -> np.ndarray:
-        """[3, C]: audio, visual and audio-visual probabilities after the optional gate."""
-        c = self.config
+    def inputs(self, p: SnippetProbs) -> np.ndarray:
+        """[3, C]: audio, visual and audio-visual (their minimum) snippet probabilities."""
         fp = np.asarray(p.frame_prob, np.float64)
         if fp.shape != (2, len(self.classes)):
             raise ValueError(f"frame_prob must be [2, {len(self.classes)}], got {list(fp.shape)}")
-        if c.video_gate:
-            gate = np.asarray(p.global_prob, np.float64) >= c.gate_threshold
-            fp = np.where(gate[None, :], fp, 0.0)
         return np.concatenate([fp, fp.min(axis=0, keepdims=True)], axis=0)
 
+    def _gate(self, p: SnippetProbs) -> np.ndarray | None:
+        """[3, C] boolean: where the video-level gate is open (None: no gate anywhere)."""
+        if all(g == "none" for g in self._gates):
+            return None
+        thr = self._arrays["gate_threshold"]
+        return np.stack([np.ones(len(self.classes), bool) if g == "none" else
+                         gate_source(g, m, p.global_prob, p.a_prob, p.v_prob) >= thr[m]
+                         for m, g in enumerate(self._gates)])
+
+    def gated(self, p: SnippetProbs) -> np.ndarray:
+        """[3, C]: the values the decision is made on, for a stream without smoothing history."""
+        x = self.inputs(p)
+        g = self._gate(p)
+        return x if g is None else np.where(g, x, 0.0)
+
     def push(self, p: SnippetProbs) -> list[Event]:
-        c = self.config
-        probs = self.gated(p)
+        x = self.inputs(p)
+        st = self._streams.get(p.stream)
+        if st is None:
+            st = self._streams[p.stream] = self._new_stream()
+        x = st.smoother.push(x)
+        g = self._gate(p)
+        if g is not None:
+            x = np.where(g, x, 0.0)
         lo, hi = self._cell(p)
-        tracks = self._tracks.setdefault(
-            p.stream, [[_Track() for _ in self.classes] for _ in MODALITIES]
-        )
-        self._last[p.stream] = (hi, p.decided_at)
+        st.last = (hi, p.decided_at)
+        onsets, offsets = st.bank.step(x, lo, hi)
+        if not (onsets.any() or offsets.any()):
+            return []
+        b = st.bank
         out: list[Event] = []
-        for m, mod in enumerate(MODALITIES):
-            for ci, label in enumerate(self.classes):
-                x = float(probs[m, ci])
-                tr = tracks[m][ci]
-                ev = lambda kind, t, score, **kw: Event(
-                    kind, p.stream, label, mod, round(t, 6), round(score, 6), round(p.decided_at, 6), **kw
-                )
-                if tr.state == _OFF:
-                    if x >= c.on_threshold:
-                        tr.state, tr.start, tr.score = _PENDING_ON, lo, x
-                elif tr.state == _PENDING_ON:
-                    if x < c.off_threshold:
-                        tr.state = _OFF  # too short: dropped
-                        continue
-                    tr.score = max(tr.score, x)
-                elif tr.state == _ON:
-                    if x < c.off_threshold:
-                        tr.state, tr.off_start, tr.off_score = _PENDING_OFF, lo, x
-                elif tr.state == _PENDING_OFF:
-                    if x >= c.on_threshold:
-                        tr.state = _ON  # gap too short: bridged
-                        continue
-                # confirmations (durations measured to the end of this cell)
-                if tr.state == _PENDING_ON and hi - tr.start >= c.min_on - 1e-9:
-                    tr.state, tr.onset = _ON, tr.start
-                    out.append(ev("onset", tr.start, tr.score))
-                elif tr.state == _PENDING_OFF and hi - tr.off_start >= c.min_off - 1e-9:
-                    tr.state = _OFF
-                    out.append(ev("offset", tr.off_start, tr.off_score, reason="ended", onset_time=tr.onset))
+        decided = round(p.decided_at, 6)
+        for m, c in zip(*np.nonzero(onsets | offsets)):
+            label, mod = self.classes[c], MODALITIES[m]
+            if onsets[m, c]:
+                out.append(Event("onset", p.stream, label, mod, round(float(b.start[m, c]), 6),
+                                 round(float(b.score[m, c]), 6), decided))
+            else:
+                out.append(Event("offset", p.stream, label, mod, round(float(b.off_start[m, c]), 6),
+                                 round(float(b.off_score[m, c]), 6), decided, reason="ended",
+                                 onset_time=round(float(b.onset[m, c]), 6)))
         return out
 
     def flush(self, reason: str = "end-of-stream", *, stream: str | None = None) -> list[Event]:
@@ -188,25 +218,17 @@ class Tracker:
         yet confirmed (shorter than ``min_on``) are dropped.
         """
         out: list[Event] = []
-        for s in list(self._tracks):
+        for s in list(self._streams):
             if stream is not None and s != stream:
                 continue
-            end, decided = self._last[s]
-            for m, mod in enumerate(MODALITIES):
-                for ci, label in enumerate(self.classes):
-                    tr = self._tracks[s][m][ci]
-                    if tr.state == _ON:
-                        t, score = end, 0.0
-                    elif tr.state == _PENDING_OFF:
-                        t, score = tr.off_start, tr.off_score
-                    else:
-                        tr.state = _OFF
-                        continue
-                    out.append(Event("offset", s, label, mod, round(t, 6), round(score, 6), round(decided, 6),
-                                     reason=reason, onset_time=tr.onset))
-                    tr.state = _OFF
-            del self._tracks[s]
-            del self._last[s]
+            st = self._streams.pop(s)
+            end, decided = st.last
+            b = st.bank
+            falling = b.falling_mask()
+            for m, c in zip(*np.nonzero(b.open_mask())):
+                t, score = (float(b.off_start[m, c]), float(b.off_score[m, c])) if falling[m, c] else (end, 0.0)
+                out.append(Event("offset", s, self.classes[c], MODALITIES[m], round(t, 6), round(score, 6),
+                                 round(decided, 6), reason=reason, onset_time=round(float(b.onset[m, c]), 6)))
         return out
 
 

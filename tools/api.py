@@ -284,7 +284,7 @@ class Parser:
 
     def __init__(self, resolved: Resolved, loaded, extractor, *, tracker=None, hop: float = 1.0,
                  window: int = 10, lookahead: int = 0, max_batch: int = 16, max_wait: float = 0.05,
-                 options: ModelOptions = ModelOptions()):
+                 options: ModelOptions = ModelOptions(), calibrated: bool = True):
         self.name = resolved.name            # registry name or checkpoint file name
         self.path = resolved.path            # the checkpoint file
         self.entry = resolved.entry          # registry entry (None for a path)
@@ -293,7 +293,8 @@ class Parser:
         self.classes = tuple(loaded.classes)
         self.profile = loaded.profile
         self.options = options
-        self.tracker = tracker
+        self.tracker = tracker               # a TrackerConfig, or None: the checkpoint's calibrated rules
+        self.calibrated = calibrated         # False: the bare rule when ``tracker`` is None
         self._pipe = dict(hop=hop, window=window, lookahead=lookahead, max_batch=max_batch, max_wait=max_wait)
         self._warned = False
 
@@ -308,7 +309,19 @@ class Parser:
 
         kw = {**self._pipe, **runtime}  # a caller's hop, window, max_batch, ... win over the parser's
         return pipeline_config(profile=self.profile, device=self.options.device, backend=self.options.backend,
-                               tracker=self.tracker, **kw)
+                               tracker=self.tracker_config(kw["hop"]), **kw)
+
+    def tracker_config(self, hop: float):
+        """The TrackerConfig used at ``hop``: the one given to :func:`load`, else the checkpoint's
+        calibrated rules (``avparse calibrate``; those of the nearest calibrated hop), else None (the
+        bare rule), as ``avparse parse`` and ``run`` decide."""
+        if self.tracker is not None or not self.calibrated:
+            return self.tracker
+        from avparse.stream.decision import checkpoint_rules
+        from avparse.stream.tracker import TrackerConfig
+
+        rules = checkpoint_rules(getattr(self.loaded, "calibration", None), hop)
+        return None if rules is None else TrackerConfig.from_options(rules=rules)
 
     def _notice(self, kind: str) -> None:
         text = real_input_notice(self.entry, kind)
@@ -485,7 +498,7 @@ class EventStream:
 def load(model: str | os.PathLike | None = None, *, device: str = "cpu", precision: str = "auto",
          backend: str = "eager", profile: str | None = None, extractor_weights: str | None = None,
          offline: bool | None = None, mirror: str | None = None, threads: int | None = None, tracker=None,
-         hop: float = 1.0, window: int = 10, lookahead: int = 0, progress: TextIO | None = None) -> Parser:
+         calibrated: bool = True, hop: float = 1.0, window: int = 10, lookahead: int = 0, progress: TextIO | None = None) -> Parser:
     """A :class:`Parser` for ``model``: a registry name ("demo", the default; "llp") or a checkpoint path.
 
     Files of a named model are fetched on first use into the torch hub cache and verified
@@ -493,7 +506,8 @@ def load(model: str | os.PathLike | None = None, *, device: str = "cpu", precisi
     default stderr). ``precision`` "bf16" runs the extractors' convolutions in bfloat16 on the CPU
     (faster, approximate); ``profile`` "paper-pca" reads the authors' checkpoint with VGGish's
     PCA + 8-bit audio features; ``threads``: torch CPU threads (None: picked from the free CPUs).
-    ``tracker``: a TrackerConfig (thresholds, minimum durations); ``hop``, ``window``, ``lookahead``:
+    ``tracker``: a TrackerConfig (thresholds, minimum durations; default: the checkpoint's calibrated
+    rules, ``calibrated=False``: the bare rule); ``hop``, ``window``, ``lookahead``:
     the pipeline's snippet grid and HAN window (docs/pipeline.md).
     """
     options = ModelOptions(device=device, precision=precision, backend=backend, profile=profile,
@@ -502,4 +516,4 @@ def load(model: str | os.PathLike | None = None, *, device: str = "cpu", precisi
     res, loaded, extractor = load_parts(model, options, progress=default_progress() if progress is None else progress)
     set_threads(threads, since)
     return Parser(res, loaded, extractor, tracker=tracker, hop=hop, window=window, lookahead=lookahead,
-                  options=options)
+                  options=options, calibrated=calibrated)

@@ -4,7 +4,8 @@ Each suite lives in its own module ``avparse.tools.harness.bench_<suite>`` with
 ``main(argv) -> int``: core (HAN inference, metrics), extract (feature
 extractors per profile and backend), train (training throughput), live (end to
 end latency and capacity of the live runtime), startup (what a command-line
-user waits for, alone and beside a competing process). ``avparse bench`` with no suite,
+user waits for, alone and beside a competing process), events (what a subscriber gets:
+event-level accuracy before/after calibration, tracker cost). ``avparse bench`` with no suite,
 or ``avparse bench all [--quick]``, runs every suite in turn, each with its own
 defaults (``--quick``: every suite's smoke mode), and ends with one line per
 suite saying whether it ran.
@@ -22,6 +23,7 @@ SUITES = {
     "train": "training throughput against a plain reimplementation of the paper's step",
     "live": "per-stage costs, onset/offset latency at a subscriber, streams per machine",
     "startup": "import avparse, `avparse parse` of the LLP clip, live cost per snippet: alone and beside a competitor",
+    "events": "event F1, spurious events per minute and onset latency of run --fast on unseen scenes; tracker cost",
 }
 
 

@@ -8,7 +8,8 @@ snippets -> `avparse synth` a scene set (train/val/test) -> `avparse extract`
 with the pretrained extractors -> `avparse pack` -> `avparse train` (HAN, weak
 labels only, the paper's recipe) -> `avparse evaluate` on the test split ->
 the checkpoint (HAN + extractors) -> the test clips once more through the live
-runtime (causal, no lookahead). Figures go to demo_metrics.json beside the
+runtime (causal, no lookahead) -> the tracker calibrated on generated 60 s
+scenes of its own (avparse calibrate). Figures go to demo_metrics.json beside the
 checkpoint (--metrics). A rerun with the same --work reuses finished steps.
 See docs/bundled_model.md.
 """
@@ -44,6 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--jobs", type=int, default=None, help="processes for rendering, encoding and extraction (default 2)")
     p.add_argument("--videos", type=int, default=None, help="generated clips (default 600; split 70/10/20)")
     p.add_argument("--no-live", action="store_true", help="skip the live-runtime evaluation")
+    p.add_argument("--no-calibrate", action="store_true",
+                   help="skip the tracker's calibration (avparse calibrate on generated 60 s scenes)")
     p.add_argument("--ablations", action="store_true",
                    help="train the Table 2 variants on --work's packed features (same seed) and print the table "
                         "(runs the recipe's earlier steps first if they are missing)")
@@ -108,10 +111,23 @@ def _run(args) -> int:
         res.seconds["live_eval"] = time.perf_counter() - t0
         print("live runtime, test split (causal, lookahead 0, hop 1 s):")
         print(format_table(live["scores"]))
+    calibration = None
+    if not args.no_calibrate:   # the tracker's decision rules, on scenes of their own (tools/harness/calibration.py)
+        from avparse.tools.harness.calibration import (
+            BundleCalibration, calibrate_bundle, calibration_summary, quick_calibration,
+        )
+
+        t0 = time.perf_counter()
+        try:
+            cal = calibrate_bundle(out, work, quick_calibration() if args.quick else BundleCalibration(), log=_log)
+        except (SynthError, CheckpointError, OSError, ValueError) as e:
+            raise UserError(f"bundle: calibration: {e}") from None
+        res.seconds["calibration"] = time.perf_counter() - t0
+        calibration = calibration_summary(cal)
     total = time.perf_counter() - t_all
     metrics = {
         "checkpoint": out.name,
-        "size_bytes": res.size_bytes,
+        "size_bytes": out.stat().st_size,   # the file as it ends (the calibration step adds its rules)
         "command": "avparse bundle" + (" --quick" if args.quick else ""),
         "wall_seconds": {"total": round(total, 1), "without_live_eval": round(offline_s, 1),
                          **{k: round(v, 1) for k, v in res.seconds.items()}},
@@ -120,6 +136,7 @@ def _run(args) -> int:
         "test_videos": len(res.test_ids),
         "offline": {"mode": "offline (whole 10 s clips, features from avparse extract)", "scores": res.scores},
         "live": live,
+        "calibration": calibration,
         "val_scores_best_epoch": res.val_scores,
         "best_epoch": res.best_epoch,
         "pretrain_val_accuracy": res.pretrain_accuracy,

@@ -25,6 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "pack": ("pack", "pack LLP-layout features into one memory-mapped file per split"),
     "train": ("train", "train HAN from video-level labels"),
     "evaluate": ("evaluate", "evaluate a checkpoint with the LLP protocol"),
+    "calibrate": ("calibrate", "choose the tracker's thresholds and durations for event-level accuracy"),
     "bench": ("bench", "latency and throughput benchmarks"),
     "soak": ("soak", "bounded soak run: several streams and subscribers on loopback, memory and latency over time"),
     "bundle": ("bundle", "rebuild the bundled demo model from scratch (scenes, extractors, HAN)"),

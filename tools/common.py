@@ -304,3 +304,89 @@ def open_publisher(publish: dict, hint: str = ""):
         return Publisher(publisher_config(publish)).open()
     except PublisherError as e:
         raise UserError(f"{e}{hint}") from None
+
+
+# ------------------------------------------------------------------ the tracker (run, demo, parse)
+
+
+@dataclass(frozen=True)
+class TrackerOptions:
+    """The tracker flags of run, demo and parse. None: the checkpoint's calibrated value (``avparse
+    calibrate``), else TrackerConfig's default (the bare rule)."""
+
+    on: float | None = None        # on threshold for every class and modality
+    off: float | None = None       # off threshold for every class and modality (None with ``on``: ``on``)
+    min_on: float | None = None    # seconds on before an onset
+    min_off: float | None = None   # seconds off before an offset
+    gate: bool = False             # the paper's video-level gate for every modality
+    calibrated: bool = True        # use the checkpoint's calibrated rules (False: the bare rule)
+
+    @property
+    def overrides(self) -> bool:
+        return any(v is not None for v in (self.on, self.off, self.min_on, self.min_off)) or self.gate
+
+
+def add_tracker_args(g) -> None:
+    """The tracker flags on argument group ``g`` (read back with ``tracker_options``)."""
+    from avparse.stream.tracker import TrackerConfig
+
+    d = TrackerConfig()
+    g.add_argument("--on", type=float, default=None,
+                   help=f"tracker: probability that turns a class on, for every class and modality (default: the "
+                        f"checkpoint's calibrated thresholds, else {d.on_threshold:g})")
+    g.add_argument("--off", type=float, default=None,
+                   help="tracker: probability below which a class turns off (default: calibrated, else --on)")
+    g.add_argument("--min-on", type=float, default=None,
+                   help=f"tracker: seconds on before an onset (default: calibrated, else {d.min_on:g})")
+    g.add_argument("--min-off", type=float, default=None,
+                   help=f"tracker: seconds off before an offset (default: calibrated, else {d.min_off:g})")
+    g.add_argument("--gate", action="store_true",
+                   help=f"tracker: the paper's video-level gate (the window's probability >= {d.gate_threshold:g}) "
+                        "for every modality")
+    g.add_argument("--no-calibration", action="store_true",
+                   help="ignore the checkpoint's calibrated tracker rules: the bare rule, changed only by the flags")
+
+
+def tracker_options(args) -> TrackerOptions:
+    """The tracker flags of ``add_tracker_args`` as TrackerOptions; nonsense values are a UserError."""
+    from avparse.stream.tracker import TrackerConfig
+
+    opts = TrackerOptions(on=args.on, off=args.off, min_on=args.min_on, min_off=args.min_off, gate=bool(args.gate),
+                          calibrated=not args.no_calibration)
+    try:   # checked before any model loads
+        TrackerConfig.from_options(on=opts.on, off=opts.off, min_on=opts.min_on, min_off=opts.min_off)
+    except ValueError as e:
+        raise UserError(f"tracker options: {e}") from None
+    return opts
+
+
+def tracker_config(loaded, *, hop: float, options: TrackerOptions = TrackerOptions()):
+    """(TrackerConfig, one line saying which rules it applies) for checkpoint ``loaded`` at ``hop``: its
+    calibrated rules (those of the nearest calibrated hop, moved to ``hop``) unless ``options.calibrated``
+    is False or it has none, with the options given overriding them for every class and modality."""
+    from avparse.stream.decision import checkpoint_rules
+    from avparse.stream.tracker import TrackerConfig
+
+    o = options
+    rules = None
+    if o.calibrated:
+        try:
+            rules = checkpoint_rules(getattr(loaded, "calibration", None), hop)
+        except ValueError as e:
+            raise UserError(f"{loaded.meta.get('path', 'the checkpoint')}: its calibration: {e}; calibrate it "
+                            "again (avparse calibrate) or pass --no-calibration") from None
+    try:
+        cfg = TrackerConfig.from_options(on=o.on, off=o.off, min_on=o.min_on, min_off=o.min_off, video_gate=o.gate,
+                                         rules=rules)
+    except ValueError as e:
+        raise UserError(f"tracker options: {e}") from None
+    if rules is not None:
+        what = f"the checkpoint's calibrated rules (chosen at hop {rules.hop:g} s"
+        what += ")" if abs(rules.hop - hop) < 1e-9 else f", moved to hop {hop:g} s)"
+        return cfg, what + (" with the tracker flags overriding them" if o.overrides else "")
+    what = "the bare rule" + (" with the tracker flags" if o.overrides else f" (threshold {cfg.on_threshold:g})")
+    if not o.calibrated:
+        what += " (--no-calibration)"
+    elif getattr(loaded, "calibration", None) is None:
+        what += "; the checkpoint is not calibrated (avparse calibrate)"
+    return cfg, what

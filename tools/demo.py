@@ -28,7 +28,7 @@ import threading
 import time
 from pathlib import Path
 
-from .common import UserError, add_model_flags, check_model, run_main, stop_signals
+from .common import UserError, add_model_flags, add_tracker_args, check_model, run_main, stop_signals, tracker_options
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -53,10 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder searched first for the published extractor files (paper profiles)")
     g.add_argument("--max-lag", type=float, default=None, metavar="S",
                    help=f"seconds input may wait before snippets are shed to stay live ({d.max_lag:g}; 0: never shed)")
-    g.add_argument("--on", type=float, default=None,
-                   help=f"tracker: probability that turns a class on ({d.tracker.on_threshold:g})")
-    g.add_argument("--min-on", type=float, default=None, help="tracker: seconds on before an onset")
-    g.add_argument("--min-off", type=float, default=None, help="tracker: seconds off before an offset")
+    add_tracker_args(g)
     g = p.add_argument_group("output")
     g.add_argument("--headless", action="store_true", help="no window: write the annotated video (--out)")
     g.add_argument("--out", metavar="FILE.mp4", help="write the annotated video with its sound here")
@@ -91,8 +88,6 @@ def main(argv=None) -> int:
 
 
 def _run(args) -> int:
-    from avparse.stream.tracker import TrackerConfig
-
     from .demo_app.app import DemoConfig, run
     from .demo_app.window import display_available
 
@@ -121,10 +116,7 @@ def _run(args) -> int:
     events = args.events or (str(Path(out).with_suffix("")) + ".events.jsonl" if out else None)
     if out and not out.lower().endswith((".mp4", ".m4v", ".mov")):
         raise UserError(f"--out {out}: give a .mp4 file name")
-    try:
-        tracker = TrackerConfig.from_options(on=args.on, min_on=args.min_on, min_off=args.min_off)
-    except ValueError as e:
-        raise UserError(f"pipeline options: {e}") from None
+    tracker = tracker_options(args)
     cfg = DemoConfig(scene=args.scene if args.scene is not None else DemoConfig.scene,
                      scene_duration=args.scene_duration, camera=args.camera, mic=args.mic, file=args.file,
                      model=args.model, device=args.device or DemoConfig.device,

@@ -4,6 +4,10 @@ Prints segment- and event-level F-scores of audio, visual and audio-visual
 events, Type@AV and Event@AV as a table (the paper's protocol: snippet
 probability >= 0.5 gated by the video-level prediction >= 0.5) and writes them
 as JSON (--json OUT; default CHECKPOINT's name with .<split>.json; - for stdout).
+With --live it also prints what a subscriber gets: collar-based event
+precision, recall and F1 per modality (sed_eval), spurious events per minute
+and the median onset latency, for the paper rule's events, the bare rule and
+the checkpoint's calibrated rules (docs/calibration.md).
 """
 
 from __future__ import annotations
@@ -89,6 +93,7 @@ def _live(args) -> int:
     """--live: the split's clips through the live runtime, events -> dense matrices -> the ten numbers."""
     try:
         from avparse.core.checkpoint import load_model
+        from avparse.tools.harness.calibration import event_table, live_event_scores
         from avparse.tools.harness.live_eval import LiveEvalConfig, live_scores, load_clips
 
         ckpt = Path(args.checkpoint)
@@ -105,12 +110,18 @@ def _live(args) -> int:
             cfg = LiveEvalConfig(lookahead=args.lookahead, threshold=args.threshold, streams=args.streams,
                                  device=args.device, num_snippets=snippets)
             clips = load_clips(media, labels, args.split, loaded.classes, num_snippets=cfg.num_snippets)
-            result = live_scores(ckpt, clips, cfg, loaded=loaded)
+            probs, events = [[] for _ in clips], [[] for _ in clips]
+            result = live_scores(ckpt, clips, cfg, loaded=loaded, on_prediction=lambda i, p: probs[i].append(p),
+                                 on_events=lambda i, ev: events[i].extend(ev))
+            paper = f"paper rule ({cfg.threshold:g}{', gated' if cfg.video_gate else ''}: the ten numbers' events)"
+            result["events"] = live_event_scores(loaded, clips, probs, events, hop=cfg.hop, paper_rule=paper)
         except (FileNotFoundError, ValueError) as e:
             raise UserError(str(e)) from None
     except user_errors() as e:
         return fail(str(e))
     print(f"{args.split}: {result['videos']} videos through the live runtime (lookahead {result['lookahead']}), {ckpt}")
+    print("event level (sed_eval, collar 1 s on onsets and offsets; spurious: detections matching no true event):")
+    print(event_table(list(result["events"].items())))
     return _report(result, args, ckpt.with_name(f"{ckpt.stem}.{args.split}.live.json"))
 
 

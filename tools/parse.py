@@ -26,6 +26,7 @@ from pathlib import Path
 from .common import (
     UserError,
     add_model_flags,
+    add_tracker_args,
     check_media,
     check_model,
     fail,
@@ -33,6 +34,8 @@ from .common import (
     real_input_notice,
     run_main,
     stream_name,
+    tracker_config,
+    tracker_options,
 )
 
 FORMATS = ("text", "json", "tsv")
@@ -42,9 +45,8 @@ PROGRESS_MIN_SECONDS = 60.0  # files at least this long get a progress line (std
 def build_parser() -> argparse.ArgumentParser:
     from avparse.stream.grid import SnippetGrid
     from avparse.stream.inference import InferenceConfig
-    from avparse.stream.tracker import TrackerConfig
 
-    inf, trk = InferenceConfig(), TrackerConfig()
+    inf = InferenceConfig()
     p = argparse.ArgumentParser(prog="avparse parse", description=__doc__.split("\n\n")[0],
                                 formatter_class=_Defaults)
     p.add_argument("file", metavar="FILE", help="media file (any format FFmpeg reads) or URL")
@@ -68,14 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--max-wait", type=float, default=inf.max_wait,
                    help="media seconds a snippet may wait for a fuller batch (larger: faster offline parsing, "
                         "the same events up to float rounding of the scores)")
-    g = p.add_argument_group("tracker")
-    g.add_argument("--on", type=float, default=trk.on_threshold, help="probability that turns a class on")
-    g.add_argument("--off", type=float, default=None, help="probability below which it turns off (default: --on)")
-    g.add_argument("--min-on", type=float, default=trk.min_on, help="seconds on before an onset is reported")
-    g.add_argument("--min-off", type=float, default=trk.min_off, help="seconds off before an offset is reported")
-    g.add_argument("--gate", action="store_true",
-                   help=f"the paper's video-level gate: also require the window's video-level probability "
-                        f">= {trk.gate_threshold:g}")
+    g = p.add_argument_group("tracker (default: the checkpoint's calibrated rules, else the bare rule)")
+    add_tracker_args(g)
     return p
 
 
@@ -140,7 +136,6 @@ def _run(args) -> int:
     from avparse.stream.offline import iter_source
     from avparse.stream.pipeline import pipeline_config
     from avparse.stream.sources import FileSource, SourceError
-    from avparse.stream.tracker import TrackerConfig
 
     from avparse.core.media import is_url
     from avparse.stream import wire
@@ -154,13 +149,10 @@ def _run(args) -> int:
         wire.check_stream_name(stream)
     except wire.WireError as e:
         raise UserError(f"--stream: {e}") from None
-    try:
-        tracker = TrackerConfig.from_options(on=args.on, off=args.off, min_on=args.min_on, min_off=args.min_off,
-                                             video_gate=args.gate)
-    except ValueError as e:
-        raise UserError(f"tracker options: {e}") from None
+    options = tracker_options(args)
     res, loaded, extractor = load_model_parts(vars(args))
     device = args.device or "cpu"
+    tracker, _ = tracker_config(loaded, hop=args.hop, options=options)
     try:
         config = pipeline_config(profile=loaded.profile, hop=args.hop, window=args.window,
                                  lookahead=args.lookahead, max_batch=args.max_batch, max_wait=args.max_wait,

@@ -24,6 +24,7 @@ from .common import (
     StreamSpec,
     UserError,
     add_model_flags,
+    add_tracker_args,
     build_sources,
     check_device,
     check_model,
@@ -31,13 +32,16 @@ from .common import (
     open_publisher,
     real_input_notice,
     run_main,
+    TrackerOptions,
     stop_signals,
     thread_tuner,
+    tracker_config,
 )
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
 TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
-            "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "min_on", "min_off",
+            "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on", "min_off",
+            "gate", "calibration",
             "publish", "stream"}
 PUBLISH_KEYS = {"pub", "snapshot", "log", "name", "curve_server_key", "curve_allow", "heartbeat"}
 STREAM_KEYS = {"name", "scene", "scene_duration", "file", "camera", "mic", "speed"}
@@ -84,9 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--backend", default=None, help="extractor backend: eager, compile, tensorrt")
     g.add_argument("--extractor-weights", metavar="DIR", default=None,
                    help="folder searched first for the published extractor files (paper profiles)")
-    g.add_argument("--on", type=float, default=None, help="tracker: probability that turns a class on")
-    g.add_argument("--min-on", type=float, default=None, help="tracker: seconds on before an onset")
-    g.add_argument("--min-off", type=float, default=None, help="tracker: seconds off before an offset")
+    add_tracker_args(g)
     g = p.add_argument_group("publishing")
     g.add_argument("--pub", default=None, metavar="EP", help="event endpoint to bind (tcp://127.0.0.1:5556)")
     g.add_argument("--snapshot", default=None, metavar="EP",
@@ -121,7 +123,8 @@ _TYPES = {
     "lookahead": ((int,), "an integer"), "window": ((int,), "an integer"), "max_batch": ((int,), "an integer"),
     "device": ((str,), "a string"), "backend": ((str,), "a string"), "extractor_weights": ((str,), "a path"),
     "duration": ((int, float), "a number"), "fast": ((bool,), "true or false"), "on": ((int, float), "a number"),
-    "min_on": ((int, float), "a number"), "min_off": ((int, float), "a number"),
+    "min_on": ((int, float), "a number"), "min_off": ((int, float), "a number"), "off": ((int, float), "a number"),
+    "gate": ((bool,), "true or false"), "calibration": ((bool,), "true or false (false: the bare rule)"),
     "pub": ((str,), "an endpoint"), "snapshot": ((str, bool), "an endpoint or false"), "log": ((str,), "a path"),
     "curve_server_key": ((str,), "a path"), "curve_allow": ((str,), "a path"), "heartbeat": ((int, float), "a number"),
     "scene": ((int,), "an integer seed"), "scene_duration": ((int,), "whole seconds"), "file": ((str,), "a path"),
@@ -227,10 +230,15 @@ def spec_from_args(args) -> RunSpec:
         raise UserError(f"--max-lag must be finite seconds >= 0, got {args.max_lag}")
     # flags override the file's top-level and [publish] values
     for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
-              "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "min_on", "min_off"):
+              "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on",
+              "min_off"):
         v = getattr(args, k)
         if v is not None:
             spec.options[k] = v
+    if args.gate:
+        spec.options["gate"] = True
+    if args.no_calibration:
+        spec.options["calibration"] = False
     for k, a in (("pub", "pub"), ("snapshot", "snapshot"), ("log", "log"), ("name", "publisher_name"),
                  ("curve_server_key", "curve_server_key"), ("curve_allow", "curve_allow")):
         v = getattr(args, a)
@@ -252,6 +260,7 @@ def main(argv=None) -> int:
 
 
 def _run(spec: RunSpec) -> int:
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.inference import InferenceConfig
 
     o = spec.options
@@ -266,7 +275,6 @@ def _run(spec: RunSpec) -> int:
     from avparse.stream.clock import RealClock, VirtualClock
     from avparse.stream.pipeline import Runtime, pipeline_config
     from avparse.stream.sources import SourceError
-    from avparse.stream.tracker import TrackerConfig
 
     fast = bool(o.get("fast", False))
     if fast and any(s.camera is not None or s.mic is not None for s in spec.streams):
@@ -290,8 +298,12 @@ def _run(spec: RunSpec) -> int:
     try:
         with stop_signals(on_signal):
             res, loaded, extractor = load_model_parts(o)
+            hop = float(o.get("hop", SnippetGrid.hop))
+            options = TrackerOptions(on=o.get("on"), off=o.get("off"), min_on=o.get("min_on"),
+                                     min_off=o.get("min_off"), gate=bool(o.get("gate", False)),
+                                     calibrated=o.get("calibration", True))
+            tracker, rules = tracker_config(loaded, hop=hop, options=options)
             try:
-                tracker = TrackerConfig.from_options(on=o.get("on"), min_on=o.get("min_on"), min_off=o.get("min_off"))
                 config = pipeline_config(profile=loaded.profile, tracker=tracker,
                                          drop_when_full=any(s.camera or s.mic for s in spec.streams),
                                          max_lag=max_lag(o), **{k: o[k] for k in PIPELINE_KEYS if k in o})
@@ -320,7 +332,8 @@ def _run(spec: RunSpec) -> int:
                 timer.start()
             print(f"avparse run: publishing {', '.join(s.name for s in spec.streams)} on {publisher.pub_endpoint}"
                   + (f", snapshot {publisher.snapshot_endpoint}" if publisher.snapshot_endpoint else "")
-                  + (f", log {spec.publish['log']}" if spec.publish.get("log") else ""), file=sys.stderr, flush=True)
+                  + (f", log {spec.publish['log']}" if spec.publish.get("log") else "") + f"; tracker: {rules}",
+                  file=sys.stderr, flush=True)
             runtime.run()
             for f in runtime.faults:
                 print(f"avparse run: {f}", file=sys.stderr)

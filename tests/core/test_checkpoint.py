@@ -241,3 +241,37 @@ def test_profile_of_a_file_that_stores_none(tmp_path, saved):
     path, _ = saved
     assert load_model(path, profile="tiny").profile.name == "tiny"
     expect_error(path, "trained on feature profile 'tiny', not 'paper'", profile="paper")
+
+
+def test_calibration_entry_round_trip_and_rewrite(tmp_path, saved):
+    """The tracker's calibrated rules: stored as plain values, read back, rewritten in place (the file
+    keeps its permissions and everything else), removed with None; numpy scalars stored as numbers."""
+    import numpy as np
+
+    from avparse.core.checkpoint import write_calibration
+
+    path, model = saved
+    assert load_model(path).calibration is None
+    path.chmod(0o644)
+    cal = {"format": "avparse.decision-rules", "rules": [{"hop": 1.0, "on": [0.5, np.float64(0.7)]}],
+           "f1": np.float64(0.9)}
+    write_calibration(path, cal)
+    loaded = load_model(path)   # weights-only: a numpy scalar left in would be refused here
+    assert loaded.calibration == {"format": "avparse.decision-rules", "rules": [{"hop": 1.0, "on": [0.5, 0.7]}],
+                                  "f1": 0.9}
+    assert type(loaded.calibration["f1"]) is float and (path.stat().st_mode & 0o777) == 0o644
+    assert loaded.meta["extra"]["epoch"] == 3 and loaded.extractor_state["audio"]["w"].tolist() == [0, 1, 2, 3]
+    for (k, a), b in zip(loaded.model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(a, b), k
+    other = write_calibration(path, None, out=tmp_path / "plain.pt")
+    assert load_model(other).calibration is None and load_model(path).calibration is not None
+    with pytest.raises(TypeError):
+        write_calibration(path, {"bad": object()})
+    torch.save({"fc_prob.weight": torch.zeros(1)}, tmp_path / "raw.pt")
+    with pytest.raises(CheckpointError, match="not an avparse checkpoint"):
+        write_calibration(tmp_path / "raw.pt", cal)
+    bad = torch.load(path, weights_only=True)
+    bad["calibration"] = [1, 2]
+    torch.save(bad, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="calibration"):
+        load_model(tmp_path / "bad.pt")

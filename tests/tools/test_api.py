@@ -53,6 +53,8 @@ def test_parse_gives_typed_segments_matching_the_command(demo, llp_clip, capsys)
     events = [Event.from_dict(json.loads(line)) for line in capsys.readouterr().out.splitlines()]
     key = lambda s: (s.onset, s.offset, s.label, s.modality, round(s.score, 4))  # noqa: E731
     assert sorted(map(key, events_to_segments(events))) == sorted(map(key, segs))
+    # both decide by the checkpoint's calibrated rules (the bundled model ships calibrated)
+    assert demo.loaded.calibration is not None and demo.tracker_config(1.0).rules is not None
 
 
 def test_stream_of_a_file_gives_the_offline_events(demo, llp_clip):

@@ -333,6 +333,44 @@ def test_ctrl_c_ends_a_headless_run_cleanly(checkpoint, tmp_path, capsys):
     assert not (tmp_path / "c.mp4.part").exists()
 
 
+@pytest.mark.parametrize("target", ["process", "group"])
+def test_ctrl_c_in_a_terminal_leaves_a_playable_video(checkpoint, tmp_path, target):
+    """The headless demo as a terminal runs it: its own process group (the terminal's foreground
+    group), SIGINT once the run is live, either to avparse alone or to the whole group as Ctrl-C
+    sends it (the ffmpeg encoder included, which then died before the file was finished: exit 2
+    and no video). Either way: exit 0, a complete mp4 that decodes to its end, every event closed."""
+    if shutil.which("ffmpeg") is None:
+        pytest.skip("needs ffmpeg")
+    out, events = tmp_path / "t.mp4", tmp_path / "t.events.jsonl"
+    proc = subprocess.Popen(_demo_cmd(checkpoint, "--headless", "--out", str(out), "--size", "640x360", "--quiet"),
+                            cwd=tmp_path, env=dict(os.environ, DISPLAY=""), start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert _wait_for(lambda: events.exists() and '"onset"' in events.read_text(), 120, proc, "an onset"), \
+            "no onset within 120 s"
+        time.sleep(1.0)   # a second more of recording
+        if target == "group":
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            os.kill(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=90)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+    assert proc.returncode == 0 and "Traceback" not in err and "error" not in err, err
+    assert f"wrote {out} (" in err
+    assert not (tmp_path / "t.mp4.part").exists()
+    info = probe(out)
+    assert info.has_video and info.has_audio and info.duration > 1.0
+    decoded = subprocess.run(["ffmpeg", "-v", "error", "-i", str(out), "-f", "null", "-"], capture_output=True,
+                             text=True, timeout=60)
+    assert decoded.returncode == 0 and not decoded.stderr.strip(), decoded.stderr
+    logged = [Event.from_dict(json.loads(x)) for x in events.read_text().splitlines()]
+    opened = {e.key for e in logged if e.kind == "onset"}
+    assert opened and {e.key for e in logged if e.kind == "offset"} == opened
+
+
 @pytest.fixture
 def xvfb(tmp_path):
     """A private X server (Xvfb on a display number it chooses itself)."""

@@ -40,6 +40,10 @@ def test_quick_recipe_end_to_end(tmp_path):
         assert all(0.0 <= v <= 100.0 for v in m[mode]["scores"].values())
     assert m["live"]["lookahead"] == 0 and m["live"]["videos"] == m["test_videos"] >= 1
     assert m["size_bytes"] == out.stat().st_size
+    # the last step calibrated the tracker on scenes of its own and stored the rules in the checkpoint
+    assert loaded.calibration is not None and [r["hop"] for r in loaded.calibration["rules"]] == [1.0]
+    assert set(m["calibration"]["validation"]["1.0"]) == {"before", "after"}
+    assert (tmp_path / "work" / "calibration" / "synth.json").is_file()
     # the features were made with the fp16-rounded weights the checkpoint holds
     saved = torch.load(tmp_path / "work" / "pretrain" / "extractor.pt", weights_only=True)
     for k, v in st.items():
@@ -123,3 +127,53 @@ def test_bundled_model_parses_a_fresh_scene(one_thread):
     assert total >= 3
     assert found / total >= 0.7, f"found {found} of {total} true events"
     assert tp / max(1, tp + fp) >= 0.7, f"{tp} true and {fp} false positive snippets"
+
+
+@pytest.mark.slow
+def test_bundled_model_does_not_flicker_on_the_demo_scene(one_thread):
+    """The first 60 s of the scene `make demo` plays (ChainedScene(0)), through the live pipeline with
+    the rules the demo uses (the checkpoint's calibration): a class never turns back on within 1 s of
+    turning off unless the truth has two events there (the bare rule does it twice on this scene), and
+    fewer one-second events than the bare rule (2 vs 12 here)."""
+    import collections
+
+    from avparse.core.extractors import build_extractor
+    from avparse.stream.eventscore import detections
+    from avparse.stream.offline import parse_source
+    from avparse.stream.pipeline import pipeline_config
+    from avparse.stream.sources import SceneSource
+    from avparse.tools.common import TrackerOptions, tracker_config
+    from avparse.tools.demo_app.scenes import ChainedScene
+
+    loaded = load_model(DEMO)
+    assert loaded.calibration is not None, "the bundled model ships calibrated (avparse calibrate)"
+    ext = build_extractor(loaded.profile, weights=loaded.extractor_state)
+    scene = ChainedScene(0, segments=1)
+    truth = scene.truth_between(0, 60)
+
+    def intervals(calibrated):
+        tracker, _ = tracker_config(loaded, hop=1.0, options=TrackerOptions(calibrated=calibrated))
+        ev = parse_source(pipeline_config(profile=loaded.profile, tracker=tracker), loaded, ext,
+                          SceneSource(scene, sample_rate=loaded.profile.sample_rate))
+        return detections(ev)
+
+    def false_reonsets(segs):
+        by = collections.defaultdict(list)
+        for s in sorted(segs, key=lambda s: s.onset):
+            by[(s.label, s.modality)].append(s)
+        out = []
+        for (label, mod), v in by.items():
+            mods = ("audio", "visual") if mod == "audiovisual" else (mod,)
+            true = [t for t in truth if t.label == label and t.modality in mods]
+            for a, b in zip(v, v[1:]):
+                if b.onset - a.offset <= 1.0 + 1e-6 and not (any(abs(t.offset - a.offset) <= 1 for t in true)
+                                                             and any(abs(t.onset - b.onset) <= 1 for t in true)):
+                    out.append((label, mod, a.offset, b.onset))
+        return out
+
+    def one_second(segs):
+        return sum(1 for s in segs if s.offset - s.onset <= 1.0 + 1e-6)
+
+    cal, bare = intervals(True), intervals(False)
+    assert false_reonsets(cal) == [], false_reonsets(cal)
+    assert one_second(cal) < one_second(bare), (one_second(cal), one_second(bare))

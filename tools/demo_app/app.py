@@ -16,9 +16,9 @@ import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from avparse.stream.tracker import TrackerConfig
 from avparse.tools.common import (
     StreamSpec,
+    TrackerOptions,
     UserError,
     build_sources,
     load_model_parts,
@@ -26,6 +26,7 @@ from avparse.tools.common import (
     thread_tuner,
     open_publisher,
     stream_name,
+    tracker_config,
 )
 
 from .recorder import RecorderConfig
@@ -47,7 +48,7 @@ class DemoConfig:
     threads: int | None = None           # torch CPU threads (None: the free CPUs, followed while running)
     max_lag: float | None = 3.0          # seconds input may wait before snippets are shed (None: never)
     extractor_weights: str | None = None  # folder searched first for the published extractor files
-    tracker: TrackerConfig = field(default_factory=TrackerConfig)  # thresholds and durations
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)  # tracker flags (default: the model's calibration)
     headless: bool = False               # no window: write the annotated video (``out``)
     out: str | None = None               # annotated mp4 to write (None: none with a window; headless: dated name)
     events: str | None = None            # JSON-lines event file (None: next to ``out``, if any)
@@ -174,6 +175,7 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
     ``notice``: a line printed before the recording starts."""
     from avparse.core.media import MediaError
     from avparse.stream.clock import RealClock
+    from avparse.stream.grid import SnippetGrid
     from avparse.stream.pipeline import Runtime, pipeline_config
     from avparse.stream.sources import SourceError
     from avparse.stream.types import AudioChunk, VideoFrame
@@ -231,8 +233,9 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
         until = cfg.duration or None
         tapped = [TapSource(s, (lambda c, m=(s is audio_src): on_chunk(c, m)), until=until) for s in sources]
 
+        tracker, rules = tracker_config(loaded, hop=SnippetGrid.hop, options=cfg.tracker)
         try:
-            config = pipeline_config(profile=profile, device=cfg.device, tracker=cfg.tracker, drop_when_full=cfg.live,
+            config = pipeline_config(profile=profile, device=cfg.device, tracker=tracker, drop_when_full=cfg.live,
                                      max_lag=cfg.max_lag)
         except ValueError as e:
             raise UserError(f"pipeline options: {e}") from None
@@ -270,6 +273,7 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
         if publisher is not None:
             print(f"avparse demo: {where}; events on {publisher.pub_endpoint} "
                   f"(watch them with `avparse listen {publisher.pub_endpoint}`)", file=sys.stderr, flush=True)
+        print(f"avparse demo: tracker: {rules}", file=sys.stderr, flush=True)
         print("avparse demo: " + ("Ctrl-C stops" if headless else "q in the window or Ctrl-C stops"),
               file=sys.stderr, flush=True)
 

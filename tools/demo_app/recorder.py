@@ -179,8 +179,10 @@ class Recorder:
         self._tmp = str(path.with_name(path.name + ".part"))
         r, w = os.pipe()
         try:
+            # its own session: Ctrl-C in a terminal signals the whole foreground process group, and an
+            # encoder killed by it would leave no file; the demo ends the recording itself (close())
             self._proc = subprocess.Popen(ffmpeg_command(cfg, self._tmp, r), stdin=subprocess.PIPE,
-                                          stderr=subprocess.PIPE, pass_fds=(r,))
+                                          stderr=subprocess.PIPE, pass_fds=(r,), start_new_session=True)
         except OSError as e:
             os.close(w)
             raise RecorderError(f"cannot start ffmpeg: {e}") from None

@@ -108,9 +108,24 @@ def load_clips(media_dir, labels_dir, split: str, classes: Sequence[str], *, num
     return clips
 
 
+def _Predictions(index: dict, fn):
+    """A StageObserver handing every prediction to ``fn(clip index, probs)``."""
+    from avparse.stream.types import StageObserver
+
+    class Predictions(StageObserver):
+        def prediction(self, probs) -> None:
+            fn(index[probs.stream], probs)
+
+    return Predictions()
+
+
 def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEvalConfig(), *,
-                     progress: Callable[[int, int], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
-    """Run every clip through the Runtime; (pred_a [N,C,T], pred_v [N,C,T], info)."""
+                     progress: Callable[[int, int], None] | None = None,
+                     on_prediction: Callable[[int, object], None] | None = None,
+                     on_events: Callable[[int, list], None] | None = None) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Run every clip through the Runtime; (pred_a [N,C,T], pred_v [N,C,T], info). ``on_prediction(i, p)``
+    sees every prediction of clip i before the tracker (a StageObserver), ``on_events(i, events)`` clip
+    i's events."""
     import torch
 
     from avparse.stream.clock import VirtualClock
@@ -138,6 +153,8 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
             names = [f"s{g + j}" for j in range(len(group))]  # unique stream names (file stems may repeat)
             sources = [FileSource(cl.path, sample_rate=profile.sample_rate, name=nm) for cl, nm in zip(group, names)]
             rt = Runtime(pcfg, loaded, extractor, sources, clock=VirtualClock())
+            if on_prediction is not None:
+                rt.pipeline.observe(_Predictions({nm: g + j for j, nm in enumerate(names)}, on_prediction))
             log = EventLog()
             rt.add_sink(log)
             st = rt.run()
@@ -149,9 +166,11 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
             info["extract_seconds"] += st["inference"]["extract_seconds"]
             info["han_seconds"] += st["inference"]["han_seconds"]
             for j, nm in enumerate(names):
-                m = events_to_matrices([e for e in log.events if e.stream == nm], classes, t,
-                                       snippet_seconds=profile.snippet_seconds)
+                mine = [e for e in log.events if e.stream == nm]
+                m = events_to_matrices(mine, classes, t, snippet_seconds=profile.snippet_seconds)
                 pred_a[g + j], pred_v[g + j] = m["audio"], m["visual"]
+                if on_events is not None:
+                    on_events(g + j, mine)
             if progress is not None:
                 progress(min(n, g + len(group)), n)
     finally:
@@ -161,8 +180,11 @@ def live_predictions(loaded, extractor, clips: Sequence[Clip], cfg: LiveEvalConf
 
 
 def live_scores(checkpoint, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEvalConfig(), *,
-                progress: Callable[[int, int], None] | None = None, loaded=None) -> dict:
-    """The paper's ten numbers (percent) of ``checkpoint`` through the live runtime on ``clips``."""
+                progress: Callable[[int, int], None] | None = None, loaded=None,
+                on_prediction: Callable[[int, object], None] | None = None,
+                on_events: Callable[[int, list], None] | None = None) -> dict:
+    """The paper's ten numbers (percent) of ``checkpoint`` through the live runtime on ``clips``
+    (``on_prediction`` / ``on_events``: as ``live_predictions``)."""
     from avparse.core.checkpoint import load_model
     from avparse.core.extractors import build_extractor
     from avparse.core.metrics import SUMMARY_KEYS, dataset_scores
@@ -174,7 +196,8 @@ def live_scores(checkpoint, clips: Sequence[Clip], cfg: LiveEvalConfig = LiveEva
     extractor = build_extractor(loaded.profile, weights=loaded.extractor_state, device=cfg.device)
     if not clips:
         raise ValueError("no clips to score")
-    pred_a, pred_v, info = live_predictions(loaded, extractor, clips, cfg, progress=progress)
+    pred_a, pred_v, info = live_predictions(loaded, extractor, clips, cfg, progress=progress, on_prediction=on_prediction,
+                                            on_events=on_events)
     gt_a = np.stack([cl.gt_audio for cl in clips])
     gt_v = np.stack([cl.gt_visual for cl in clips])
     scores = dataset_scores(pred_a, pred_v, gt_a, gt_v)
