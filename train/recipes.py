@@ -150,7 +150,7 @@ def jomold_train_config(base: TrainConfig, jcfg: JoMoLDConfig = JoMoLDConfig()) 
     return replace(base, batch_size=128, lr=5e-4, epochs=jcfg.epochs, lr_step=6, lr_gamma=0.25, seed=6,
                    steps=jcfg.epochs * per_epoch, lr_step_steps=6 * per_epoch, rounds=jcfg.epochs,
                    select_metric="evt_a", gate="modality",
-                   loss=LossConfig(eps_a=2 * (1 - jcfg.a_smooth), eps_v=2 * (1 - jcfg.v_smooth)))
+                   loss=LossConfig(eps_a=1 - jcfg.a_smooth, eps_v=1 - jcfg.v_smooth))
 
 
 # ------------------------------------------------------------------ losses
