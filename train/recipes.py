@@ -140,15 +140,21 @@ class RecipeConfig:
         return asdict(self)
 
 
-def jomold_train_config(base: TrainConfig, jcfg: JoMoLDConfig = JoMoLDConfig()) -> TrainConfig:
+def jomold_train_config(base: TrainConfig, jcfg: JoMoLDConfig = JoMoLDConfig(), *, samples: int | None = None
+                        ) -> TrainConfig:
     """``base`` with JoMoLD's optimisation (main.py defaults): Adam 5e-4, batch 128, 25 epochs,
     StepLR(6 epochs, 0.25), seed 6, the kept epoch by validation event-level audio F1 (``audio_eve``),
     the modality-gated decision rule. Counted in steps as on LLP (79 steps of 128 per epoch):
-    1,975 steps, the drop every 474, 25 validations. Devices, threads and the schedule kind stay
-    ``base``'s."""
+    1,975 steps, the drop every 474, 25 validations. ``samples``: the same shape scaled to that many
+    training clips seen in all (steps = samples / 128, the drop at 6/25 of them), to compare with a
+    recipe of another length on equal terms. Devices, threads and the schedule kind stay ``base``'s."""
     per_epoch = math.ceil(LLP_TRAIN_VIDEOS / 128)
+    steps, drop = jcfg.epochs * per_epoch, 6 * per_epoch
+    if samples is not None:
+        steps = max(jcfg.epochs, round(samples / 128))
+        drop = max(1, round(steps * 6 / jcfg.epochs))
     return replace(base, batch_size=128, lr=5e-4, epochs=jcfg.epochs, lr_step=6, lr_gamma=0.25, seed=6,
-                   steps=jcfg.epochs * per_epoch, lr_step_steps=6 * per_epoch, rounds=jcfg.epochs,
+                   steps=steps, lr_step_steps=drop, rounds=jcfg.epochs,
                    select_metric="evt_a", gate="modality",
                    loss=LossConfig(eps_a=1 - jcfg.a_smooth, eps_v=1 - jcfg.v_smooth))
 
@@ -372,6 +378,7 @@ class RecipeResult:
     phases: dict[str, TrainResult]        # "teacher" / "estimator" runs
     ratios: dict | None                   # JoMoLD's noise ratios
     teacher_stats: dict | None            # how the teacher's labels compare with the weak labels
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase (a reused one: ~0)
 
 
 def _done(path: Path, key: dict) -> bool:
@@ -385,9 +392,12 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
     estimator to ``out_dir/teacher`` or ``out_dir/estimator``. ``cfg`` is the paper's recipe (schedule
     included); jomold recipes use :func:`jomold_train_config` of it unless ``rcfg.jomold_hparams`` is off.
     With ``resume``, a finished first phase is reused and the final run resumed."""
+    import time
+
     from .evaluate import predict_outputs
 
     out = Path(out_dir)
+    t_start = time.perf_counter()
     meta = {**(meta or {}), "recipe": rcfg.to_dict()}
     if rcfg.recipe == "paper":
         if cfg.schedule == "auto":
@@ -395,8 +405,8 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
 
             cfg = schedule_for(cfg, len(train_split))
         log(cfg.describe(len(train_split)))
-        return RecipeResult(train(model_cfg, cfg, train_split, val_split, out, resume=resume, callbacks=callbacks,
-                                  meta=meta), {}, None, None)
+        res = train(model_cfg, cfg, train_split, val_split, out, resume=resume, callbacks=callbacks, meta=meta)
+        return RecipeResult(res, {}, None, None, {"model": time.perf_counter() - t_start})
     weak = np.asarray(train_split.labels)
     phases: dict[str, TrainResult] = {}
     ratios, teach, tstats = None, None, None
@@ -417,7 +427,9 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
             replace(model_cfg, temporal="han", cross_attention=False)
         phase, name = out / "teacher", "teacher"
         objective = None
-    key = {"model": ecfg.to_dict(), "train": tcfg.to_dict(), "recipe": rcfg.to_dict(), "videos": len(train_split)}
+    key = {"model": ecfg.to_dict(), "train": tcfg.to_dict(), "recipe": rcfg.to_dict(), "videos": len(train_split),
+           "data": str(getattr(train_split, "source", "")),
+           "ids": hashlib.sha256("\n".join(map(str, getattr(train_split, "ids", []))).encode()).hexdigest()[:16]}
     marker = phase / "DONE.json"
     if resume and _done(marker, key) and (phase / "best.pt").is_file():
         log(f"{name}: reusing {phase / 'best.pt'}")
@@ -433,6 +445,8 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
         first_model = load_model(res.best_path).model
         marker.write_text(json.dumps(key))
     outputs = predict_outputs(first_model, train_split, batch_size=cfg.val_batch_size, device="cpu")
+    seconds = {name: time.perf_counter() - t_start}
+    t_final = time.perf_counter()
     if jomold:
         ratios = noise_ratios(outputs, weak, j)
         (out / "noise_ratios.json").write_text(json.dumps(ratios, indent=1))
@@ -455,4 +469,5 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
     fcfg = replace(model_cfg, visual_head_dropout=j.cls_dropout) if jomold else model_cfg
     res = train(fcfg, tcfg, train_split, val_split, out, resume=resume, callbacks=callbacks,
                 meta={**meta, "ratios": ratios, "teacher_stats": tstats}, objective=final)
-    return RecipeResult(res, phases, ratios, tstats)
+    seconds["model"] = time.perf_counter() - t_final
+    return RecipeResult(res, phases, ratios, tstats, seconds)
