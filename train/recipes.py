@@ -110,8 +110,16 @@ class TeacherConfig:
     labels: str = "hard"            # per-second labels: "hard" (0/1) or "soft" (the teacher's probabilities)
     threshold: float = 0.5          # video-level and snippet threshold of the teacher's labels (paper: 0.5)
     snippet_weight: float = 1.0     # weight of the snippet-level BCE on the per-second labels
+    schedule: str = "same"          # the teacher's schedule: "same" (the student's) or "epochs" (the paper's
+    #                                 epoch recipe whatever the student's)
+    weights: str = "last"           # the teacher labelling the training clips: "last" (its state at the end of
+    #                                 its schedule) or "best" (its best validation round); see docs/training.md
 
     def __post_init__(self):
+        if self.schedule not in ("epochs", "same"):
+            raise ValueError(f"teacher schedule must be 'epochs' or 'same', got {self.schedule!r}")
+        if self.weights not in ("last", "best"):
+            raise ValueError(f"teacher weights must be 'last' or 'best', got {self.weights!r}")
         if self.temporal not in TEACHERS:
             raise ValueError(f"teacher must be one of {TEACHERS}, got {self.temporal!r}")
         if self.labels not in TEACHER_LABELS:
@@ -427,23 +435,26 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
             replace(model_cfg, temporal="han", cross_attention=False)
         phase, name = out / "teacher", "teacher"
         objective = None
-    key = {"model": ecfg.to_dict(), "train": tcfg.to_dict(), "recipe": rcfg.to_dict(), "videos": len(train_split),
+    first_cfg = replace(tcfg, schedule="epochs") if not jomold and rcfg.teacher.schedule == "epochs" else tcfg
+    key = {"model": ecfg.to_dict(), "train": first_cfg.to_dict(), "recipe": rcfg.to_dict(), "videos": len(train_split),
            "data": str(getattr(train_split, "source", "")),
            "ids": hashlib.sha256("\n".join(map(str, getattr(train_split, "ids", []))).encode()).hexdigest()[:16]}
     marker = phase / "DONE.json"
+    from avparse.core.checkpoint import load_model
+
     if resume and _done(marker, key) and (phase / "best.pt").is_file():
         log(f"{name}: reusing {phase / 'best.pt'}")
-        from avparse.core.checkpoint import load_model
-
-        first_model = load_model(phase / "best.pt").model
     else:
         log(f"{name}: training ({'HAN without cross-modal attention' if ecfg.temporal == 'han' else 'no temporal net'})")
-        res = train(ecfg, tcfg, train_split, val_split, phase, callbacks=callbacks, meta=meta, objective=objective)
-        phases[name] = res
-        from avparse.core.checkpoint import load_model
-
-        first_model = load_model(res.best_path).model
+        phases[name] = train(ecfg, first_cfg, train_split, val_split, phase, callbacks=callbacks, meta=meta,
+                             objective=objective)
         marker.write_text(json.dumps(key))
+    first_model = load_model(phase / "best.pt").model
+    if not jomold and rcfg.teacher.weights == "last":
+        # the teacher labels the TRAINING clips: its final state (fitted to their weak labels, which gate its
+        # labels anyway) labels them better than the round that generalises best to validation
+        state = torch.load(phase / "resume.pt", map_location="cpu", weights_only=True)
+        first_model.load_state_dict(state["model"])
     outputs = predict_outputs(first_model, train_split, batch_size=cfg.val_batch_size, device="cpu")
     seconds = {name: time.perf_counter() - t_start}
     t_final = time.perf_counter()
