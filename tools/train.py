@@ -117,17 +117,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "modality and per-second labels of a parser that cannot leak; jomold+teacher: both "
                         "(docs/training.md)")
     g.add_argument("--schedule", choices=("auto", "epochs", "steps"), default="auto",
-                   help="auto (default): the paper's epochs where they give at least --steps optimiser steps "
+                   help="auto (default): the kind of count given (--epochs/--lr-step or --steps/--lr-step-steps); "
+                        "with neither, the paper's epochs where they give at least --steps optimiser steps "
                         "(LLP-size data), else counted in steps; epochs; steps")
     g.add_argument("--epochs", type=int, default=None, help=f"epochs of schedule epochs (default {tc.epochs}; "
                                                             "giving it selects schedule epochs under auto)")
     g.add_argument("--lr-step", type=int, default=None, help=f"StepLR step size in epochs (default {tc.lr_step}; "
                                                              "giving it selects schedule epochs under auto)")
-    g.add_argument("--steps", type=int, default=tc.steps,
-                   help=f"schedule steps: optimiser steps in all (default {tc.steps}: the paper's 40 epochs on LLP)")
-    g.add_argument("--lr-step-steps", type=int, default=tc.lr_step_steps,
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"schedule steps: optimiser steps in all (default {tc.steps}: the paper's 40 epochs on LLP; "
+                        "giving it selects schedule steps under auto)")
+    g.add_argument("--lr-step-steps", type=int, default=None,
                    help=f"schedule steps: StepLR step size in optimiser steps (default {tc.lr_step_steps}: "
-                        "10 epochs on LLP)")
+                        "10 epochs on LLP; giving it selects schedule steps under auto)")
     g.add_argument("--rounds", type=int, default=tc.rounds,
                    help=f"schedule steps: validations, one every steps/rounds steps (default {tc.rounds})")
     g.add_argument("--batch-size", type=int, default=tc.batch_size, help="videos per step and process")
@@ -195,8 +197,13 @@ def configs(args):
 
     d = TrainConfig()
     schedule = args.schedule
-    if schedule == "auto" and (args.epochs is not None or args.lr_step is not None):
-        schedule = "epochs"   # an epoch count asked for: the epoch schedule
+    by_epochs = args.epochs is not None or args.lr_step is not None
+    by_steps = args.steps is not None or args.lr_step_steps is not None
+    if schedule == "auto" and by_epochs and by_steps:
+        raise UserError("--epochs/--lr-step and --steps/--lr-step-steps belong to different schedules; "
+                        "give one kind, or --schedule to say which counts")
+    if schedule == "auto" and (by_epochs or by_steps):
+        schedule = "epochs" if by_epochs else "steps"   # the kind of count asked for
     try:
         loss = LossConfig(terms=args.loss, noisy=args.noisy, eps_a=args.eps_a, eps_v=args.eps_v,
                           smooth_k=args.smooth_k, bootstrap_mode=args.bootstrap_mode,
@@ -206,7 +213,8 @@ def configs(args):
                                 lr_gamma=args.lr_gamma, seed=args.seed, loss=loss,
                                 select_metric=args.select or d.select_metric, validate=not args.no_val,
                                 num_threads=args.threads, device=args.device, precision=args.precision,
-                                schedule=schedule, steps=args.steps, lr_step_steps=args.lr_step_steps,
+                                schedule=schedule, steps=d.steps if args.steps is None else args.steps,
+                                lr_step_steps=d.lr_step_steps if args.lr_step_steps is None else args.lr_step_steps,
                                 rounds=args.rounds, gate=args.gate or d.gate)
         model_cfg = HANConfig(d_model=args.d_model, dim_feedforward=args.dim_feedforward, num_layers=args.num_layers,
                               nhead=args.nhead, dropout=args.dropout, pooling=args.pooling, temporal=args.temporal,
