@@ -72,13 +72,16 @@ class HANConfig:
     temporal: str = "han"          # temporal net: "han" (paper), "none", "gru", "transformer" (Table 2)
     layer_mode: str = "original"   # "original": every layer sees the inputs (the original's Encoder); "stacked"
     layer_norm_eps: float = 1e-5   # eps of every LayerNorm (nn.LayerNorm default, as in the original)
+    cross_attention: bool = True   # temporal "han": the cross-modal branch (paper: on; off = JoMoLD's with_ca=False)
+    visual_head_dropout: float = 0.0  # dropout on the visual snippet features before the classifiers, training
+    #                                 # only (paper: none; JoMoLD / MA code: cls_dropout 0.5)
 
     def __post_init__(self):
         for name, f in self.__dataclass_fields__.items():
             value, kind = getattr(self, name), f.type if isinstance(f.type, str) else f.type.__name__
             ok = {"int": isinstance(value, int) and not isinstance(value, bool),
                   "float": isinstance(value, (int, float)) and not isinstance(value, bool),
-                  "str": isinstance(value, str)}[kind]
+                  "str": isinstance(value, str), "bool": isinstance(value, bool)}[kind]
             if not ok:
                 raise ValueError(f"HANConfig.{name} must be a {kind}, not {value!r}")
         if self.pooling not in POOLINGS:
@@ -95,8 +98,9 @@ class HANConfig:
             raise ValueError(f"HANConfig.d_model ({self.d_model}) must be divisible by nhead ({self.nhead})")
         if self.temporal == "gru" and self.d_model % 2:
             raise ValueError(f"HANConfig.d_model ({self.d_model}) must be even for the bidirectional GRU")
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"HANConfig.dropout must be in [0, 1), not {self.dropout!r}")
+        for name in ("dropout", "visual_head_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ValueError(f"HANConfig.{name} must be in [0, 1), not {getattr(self, name)!r}")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -208,31 +212,40 @@ class HybridAttentionLayer(nn.Module):
         w = F.dropout(torch.softmax(scores, dim=-1), mha.dropout, self.training)
         return F.linear(torch.bmm(w, v.view(n, t, d)).view(n * t, d), mha.out_proj.weight, mha.out_proj.bias)
 
-    def forward_pair(self, x: Tensor) -> Tensor:
+    def forward_pair(self, x: Tensor, cross: bool = True) -> Tensor:
         """The layer on x = [a; v] ([2B, T, d]) with keys/values of the other modality ([v; a]).
 
         The same as ``forward(x, torch.cat([x[B:], x[:B]]))`` (the same dropout draws in the same
         order), computed with less work: the cross-modal in-projection of [v; a] is that of
         [a; v] with its halves swapped, so one packed projection of x serves queries, keys and values.
+        ``cross=False`` (or a layer without the cross-modal branch): self-attention only, as
+        JoMoLD's ``with_ca=False``; no snippet then sees the other modality.
         """
         n, t, d = x.shape
         b = n // 2
-        if self.self_attn.num_heads != 1 or self.cm_attn is None or n != 2 * b:
-            return self.forward(x, torch.cat([x[b:], x[:b]]))
+        cross = cross and self.cm_attn is not None
+        if self.self_attn.num_heads != 1 or n != 2 * b:
+            return self.forward(x, torch.cat([x[b:], x[:b]]) if cross else None)
         x2 = x.reshape(n * t, d)
         # split/roll rather than slicing: their gradients are one cat/roll, not a zero-filled copy per slice
         sq, sk, sv = F.linear(x2, self.self_attn.in_proj_weight, self.self_attn.in_proj_bias).split(d, dim=-1)
-        cq, ckv = F.linear(x2, self.cm_attn.in_proj_weight, self.cm_attn.in_proj_bias).split([d, 2 * d], dim=-1)
+        if cross:
+            cq, ckv = F.linear(x2, self.cm_attn.in_proj_weight, self.cm_attn.in_proj_bias).split([d, 2 * d], dim=-1)
         sa = self._attend1(self.self_attn, sq, sk, sv, n, t)
-        ck, cv = ckv.roll(b * t, dims=0).split(d, dim=-1)   # keys/values of the other modality: [v; a]
-        ca = self._attend1(self.cm_attn, cq, ck, cv, n, t)
-        h = self.norm1(x2 + self.dropout_ca(ca) + self.dropout_sa(sa))   # x + cross + self, as the original
+        if cross:
+            ck, cv = ckv.roll(b * t, dims=0).split(d, dim=-1)   # keys/values of the other modality: [v; a]
+            ca = self._attend1(self.cm_attn, cq, ck, cv, n, t)
+            h = self.norm1(x2 + self.dropout_ca(ca) + self.dropout_sa(sa))   # x + cross + self, as the original
+        else:
+            h = self.norm1(x2 + self.dropout_sa(sa))
         h = self.norm2(h + self.dropout2(self.linear2(self.dropout(F.relu(self.linear1(h))))))
         return h.view(n, t, d)
 
     def forward(self, x: Tensor, y: Optional[Tensor] = None) -> Tensor:
+        """x [N, T, d] attending to itself and, when ``y`` is given and the layer has the cross-modal
+        branch, to ``y`` ([N, T, d]); ``y=None``: self-attention only."""
         sa = self._attend(self.self_attn, x, None)
-        if self.cm_attn is None:
+        if self.cm_attn is None or y is None:
             h = x + self.dropout_sa(sa)
         else:  # same order of additions as the original: x + cross + self
             h = x + self.dropout_ca(self._attend(self.cm_attn, x, y)) + self.dropout_sa(sa)
@@ -247,20 +260,24 @@ class HANTemporal(nn.Module):
     def __init__(self, cfg: HANConfig):
         super().__init__()
         self.layer_mode = cfg.layer_mode
-        self.layers = nn.ModuleList(HybridAttentionLayer(cfg, cross=True) for _ in range(cfg.num_layers))
+        self.cross = cfg.cross_attention
+        self.layers = nn.ModuleList(HybridAttentionLayer(cfg, cross=cfg.cross_attention)
+                                    for _ in range(cfg.num_layers))
 
-    def forward(self, a: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    def forward(self, a: Tensor, v: Tensor, cross: Optional[bool] = None) -> tuple[Tensor, Tensor]:
         b = a.shape[0]
-        x = self.forward_packed(torch.cat([a, v]))
+        x = self.forward_packed(torch.cat([a, v]), cross)
         return x[:b], x[b:]
 
-    def forward_packed(self, x: Tensor) -> Tensor:
-        """x = [a; v] ([2B, T, d]) -> [a'; v']: audio queries attend to visual and vice versa."""
+    def forward_packed(self, x: Tensor, cross: Optional[bool] = None) -> Tensor:
+        """x = [a; v] ([2B, T, d]) -> [a'; v']: audio queries attend to visual and vice versa
+        (``cross=False``: each modality attends to itself only; None: the config's setting)."""
+        cross = self.cross if cross is None else cross
         if self.layer_mode == "original":
             # Every layer gets the inputs and overwrites the output: only the last one counts.
-            return self.layers[-1].forward_pair(x)
+            return self.layers[-1].forward_pair(x, cross)
         for layer in self.layers:
-            x = layer.forward_pair(x)
+            x = layer.forward_pair(x, cross)
         return x
 
 
@@ -363,18 +380,29 @@ class HAN(nn.Module):
         v_prob = temporal_prob[:, :, 1].sum(dim=1)
         return HANOutput(global_prob, a_prob, v_prob, frame_prob, w_tp, w_av)
 
-    def forward(self, audio: Tensor, v2d: Tensor, v3d: Tensor) -> HANOutput:
+    def forward(self, audio: Tensor, v2d: Tensor, v3d: Tensor, *, cross_attention: Optional[bool] = None,
+                return_features: bool = False):
         """audio [B, T, A], v2d [B, T*F, D2] (or its frame means [B, T, D2]), v3d [B, T, D3] ->
-        :class:`HANOutput`. Any T >= 1."""
+        :class:`HANOutput`. Any T >= 1. ``cross_attention=False`` runs the hybrid attention layer
+        without its cross-modal branch (JoMoLD ranks labels so); None: the config's setting.
+        ``return_features``: ``(HANOutput, features)`` with the snippet features of :meth:`features`
+        (training losses on them)."""
+        x = self.features(audio, v2d, v3d, cross_attention=cross_attention)
+        out = self.heads(x)
+        return (out, x) if return_features else out
+
+    def features(self, audio: Tensor, v2d: Tensor, v3d: Tensor, *, cross_attention: Optional[bool] = None
+                 ) -> Tensor:
+        """The snippet features after the temporal net, [2, B, T, d] (index 0 audio, 1 visual)."""
         a, v = self.embed(audio, v2d, v3d)
         b, t, d = a.shape
         if isinstance(self.temporal, HANTemporal):      # both modalities as one batch [a; v]
-            x = self.temporal.forward_packed(torch.cat([a, v]))
+            x = self.temporal.forward_packed(torch.cat([a, v]), cross_attention)
         else:
             if self.temporal is not None:
                 a, v = self.temporal(a, v)
             x = torch.cat([a, v])
-        return self.heads(x.view(2, b, t, d))
+        return x.view(2, b, t, d)
 
     def heads(self, x: Tensor) -> HANOutput:
         """Snippet features x [2, B, T, d] (index 0 audio, 1 visual) -> :class:`HANOutput`.
@@ -388,6 +416,8 @@ class HAN(nn.Module):
             # pooling stay in fp32, so probabilities near 0 and 1 keep their resolution and gradient
             with torch.autocast(dev, enabled=False):
                 return self.heads(x.float())
+        if self.training and self.config.visual_head_dropout > 0:   # JoMoLD/MA: dropout on the visual features
+            x = torch.stack([x[0], F.dropout(x[1], self.config.visual_head_dropout, True)])
         m, b, t, d = x.shape
         c = self.config.num_classes
         if self.config.pooling != "attentive":

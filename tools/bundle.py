@@ -1,13 +1,14 @@
 """`avparse bundle`: rebuild the bundled demo model from scratch, in one command.
 
     avparse bundle [--out core/assets/demo.pt] [--work runs/bundle] [--quick] [--jobs 2]
-    avparse bundle --ablations [--work runs/bundle]      # Table 2 variants on the same features
+    avparse bundle --ablations [--work runs/bundle] [--preset llp|independent]   # Table 2 variants
 
 Steps (train/bundle.py): pretrain the lite extractors on isolated generated
-snippets -> `avparse synth` a scene set (train/val/test) -> `avparse extract`
-with the pretrained extractors -> `avparse pack` -> `avparse train` (HAN, weak
-labels only, the paper's recipe) -> `avparse evaluate` on the test split ->
-the checkpoint (HAN + extractors) -> the test clips once more through the live
+snippets -> `avparse synth` a scene set (train/val/test, LLP's statistics) ->
+`avparse extract` with the pretrained extractors -> `avparse pack` ->
+`avparse train --recipe teacher` (a teacher that cannot leak, then the full
+HAN; weak labels only) -> `avparse evaluate` on the test split -> the
+checkpoint (HAN + extractors) -> the test clips once more through the live
 runtime (causal, no lookahead) -> the tracker calibrated on generated 60 s
 scenes of its own (avparse calibrate). Figures go to demo_metrics.json beside the
 checkpoint (--metrics). A rerun with the same --work reuses finished steps.
@@ -48,17 +49,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-calibrate", action="store_true",
                    help="skip the tracker's calibration (avparse calibrate on generated 60 s scenes)")
     p.add_argument("--ablations", action="store_true",
-                   help="train the Table 2 variants on --work's packed features (same seed) and print the table "
-                        "(runs the recipe's earlier steps first if they are missing)")
+                   help="train the Table 2 variants and the denoising recipes on --work's packed features (same "
+                        "seed) and print the table (runs the recipe's earlier steps first if they are missing)")
+    p.add_argument("--preset", choices=("llp", "independent"), default="llp",
+                   help="scenes: llp (default: LLP's statistics) or independent (modality independent of the class; "
+                        "its scenes and features go to WORK/independent, the extractors are shared)")
     p.add_argument("--ablations-json", default=None, metavar="JSON",
-                   help="where the ablation rows go (default: WORK/ablations.json)")
+                   help="where the ablation rows go (default: WORK/ablations.json, WORK/independent/ablations.json)")
     return p
 
 
 def config_from_args(args):
     from avparse.train.bundle import BundleConfig, quick_config
+    from avparse.train.synth import synth_preset
 
     cfg = quick_config() if args.quick else BundleConfig()
+    if args.preset != "llp":
+        cfg = replace(cfg, synth=synth_preset(args.preset, duration=cfg.synth.duration))
     if args.jobs is not None:
         if args.jobs < 1:
             raise UserError("--jobs must be at least 1")
@@ -101,9 +108,13 @@ def _run(args) -> int:
     offline_s = time.perf_counter() - t_all
     from avparse.train.evaluate import format_table
 
-    _log(f"checkpoint {out} ({res.size_bytes / 2**20:.1f} MiB), best epoch {res.best_epoch}")
+    _log(f"checkpoint {out} ({res.size_bytes / 2**20:.1f} MiB), kept round {res.best_epoch}"
+         + (f" ({res.best_step} optimiser steps)" if res.best_step else ""))
     print("offline, test split (whole clips):")
     print(format_table(res.scores))
+    if res.leak:
+        print(f"single-modality leak: {res.leak['leak']:.1f} % (audio-only pairs predicted visible "
+              f"{res.leak['leak_a2v']:.1f} %, visual-only pairs predicted audible {res.leak['leak_v2a']:.1f} %)")
     live = None
     if not args.no_live:
         t0 = time.perf_counter()
@@ -134,11 +145,14 @@ def _run(args) -> int:
         "cpu_seconds": round(cpu_seconds() - cpu0, 1),
         "machine": {**machine(), "load_at_start": load0},
         "test_videos": len(res.test_ids),
-        "offline": {"mode": "offline (whole 10 s clips, features from avparse extract)", "scores": res.scores},
+        "offline": {"mode": "offline (whole 10 s clips, features from avparse extract)", "scores": res.scores,
+                    "leak": res.leak},
         "live": live,
         "calibration": calibration,
         "val_scores_best_epoch": res.val_scores,
         "best_epoch": res.best_epoch,
+        "best_step": res.best_step,
+        "teacher_stats": res.teacher_stats,
         "pretrain_val_accuracy": res.pretrain_accuracy,
         "config": cfg.to_dict(),
     }
@@ -150,10 +164,11 @@ def _run(args) -> int:
 
 def live_eval_bundle(ckpt: Path, work: Path, cfg) -> dict:
     """The bundle's test clips through the live runtime (causal)."""
+    from avparse.train.bundle import scenes_dir
     from avparse.train.synth import MEDIA_DIR, SYNTH_CLASSES
     from avparse.tools.harness.live_eval import LiveEvalConfig, live_scores, load_clips
 
-    synth = work / "synth"
+    synth = scenes_dir(cfg, work) / "synth"
     clips = load_clips(synth / MEDIA_DIR, synth, "test", SYNTH_CLASSES, num_snippets=cfg.synth.duration)
     last = [0.0]
 
@@ -182,25 +197,37 @@ def scores_table(metrics: dict) -> str:
 
 
 def ablation_table(rows: list[dict]) -> str:
-    """Markdown table of the ablation rows: the ten numbers, segment then event level."""
+    """Markdown table of the ablation rows: the ten numbers, segment then event level, and the leak."""
     keys = [("seg_a", "seg A"), ("seg_v", "seg V"), ("seg_av", "seg AV"), ("seg_type", "seg Type@AV"),
             ("seg_event", "seg Event@AV"), ("evt_a", "evt A"), ("evt_v", "evt V"), ("evt_av", "evt AV"),
             ("evt_type", "evt Type@AV"), ("evt_event", "evt Event@AV")]
-    lines = ["| variant | " + " | ".join(k[1] for k in keys) + " |", "|---" * (len(keys) + 1) + "|"]
+    lines = ["| variant | " + " | ".join(k[1] for k in keys) + " | leak % | val seg Type@AV |",
+             "|---" * (len(keys) + 3) + "|"]
     for r in rows:
-        lines.append(f"| {r['name']} | " + " | ".join(f"{r['scores'][k]:.1f}" for k, _ in keys) + " |")
+        leak = r.get("leak", {}).get("leak")
+        lines.append(f"| {r['name']} | " + " | ".join(f"{r['scores'][k]:.1f}" for k, _ in keys)
+                     + f" | {'' if leak is None else f'{leak:.1f}'} | {r.get('val_seg_type', float('nan')):.1f} |")
     return "\n".join(lines)
 
 
 def _ablations(cfg, work: Path, out: Path, args) -> int:
-    from avparse.train.bundle import run_ablations
+    from avparse.core.checkpoint import CheckpointError
+    from avparse.train.bundle import prepare_features, run_ablations, scenes_dir
+    from avparse.train.dataset import FeatureError
+    from avparse.train.synth import SynthError
 
-    if not (work / "store" / "test.json").is_file() or not (work / "store.DONE").is_file():
-        raise UserError(f"{work} holds no packed features of the recipe; run `avparse bundle --work {work}` first")
     t0 = time.perf_counter()
-    rows = run_ablations(cfg, work / "store", work / "ablations", log=_log)
-    path = Path(args.ablations_json) if args.ablations_json else work / "ablations.json"
-    write_json(path, {"rows": rows, "seconds": time.perf_counter() - t0, "machine": machine(), "config": cfg.to_dict()})
+    load0 = load()
+    try:
+        feats = prepare_features(cfg, work, log=_log)
+        sdir = scenes_dir(cfg, work)
+        rows = run_ablations(cfg, feats.store, sdir / "ablations", log=_log)
+    except (SynthError, FeatureError, CheckpointError, RuntimeError, OSError, ValueError) as e:
+        raise UserError(f"bundle --ablations: {e}") from None
+    path = Path(args.ablations_json) if args.ablations_json else sdir / "ablations.json"
+    write_json(path, {"rows": rows, "seconds": time.perf_counter() - t0,
+                      "machine": {**machine(), "load_at_start": load0}, "preset": args.preset,
+                      "config": cfg.to_dict()})
     print(ablation_table(rows))
     _log(f"ablations: {path} ({(time.perf_counter() - t0) / 60:.1f} min)")
     return 0

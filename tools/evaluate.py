@@ -75,6 +75,13 @@ def _report(result: dict, args, default_out: Path) -> int:
     from avparse.train.evaluate import format_table
 
     print(format_table(result["scores"]))
+    leak = result.get("leak")
+    if leak:
+        print(f"single-modality leak {leak['leak']:.1f} %: of {leak['audio_only_pairs']} audio-only (video, class) "
+              f"pairs {leak['leak_a2v']:.1f} % predicted visible, of {leak['visual_only_pairs']} visual-only "
+              f"{leak['leak_v2a']:.1f} % predicted audible")
+    if result.get("gate") == "modality":
+        print("decision rule: each modality's snippets gated by its own video-level probability (JoMoLD)")
     text = json.dumps(result, indent=1)
     if args.json == "-":
         print(text)

@@ -1,6 +1,7 @@
 """`avparse train`: train HAN from video-level labels (the paper's recipe by default).
 
     avparse train --data DIR [--labels DIR] [--out runs/han] [--resume]
+                  [--recipe paper|jomold|teacher|jomold+teacher] [--schedule auto|epochs|steps]
                   [--loss both|weak|guided] [--pooling attentive|max|mean]
                   [--temporal han|none|gru|transformer] [--noisy smooth|none|bootstrap] ...
 
@@ -41,6 +42,9 @@ class ProgressBar:
     # Callbacks API of avparse.train.trainer
     def on_start(self, info):
         self.epochs, self.start_epoch = info["epochs"], info["start_epoch"]
+        self.epoch_times = []
+        if not self.quiet and info.get("schedule"):
+            print(info["schedule"], flush=True)
         if not self.quiet:
             print(f"training on {info['videos']} videos ({info['val_videos']} for validation), "
                   f"{info['params']:,} parameters, device {info['device']}, {info['threads']} threads"
@@ -103,16 +107,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", default="runs/han", metavar="DIR",
                    help="run folder: best.pt, resume.pt, history.json, training.png (default runs/han)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last finished epoch")
+    from avparse.train.recipes import RECIPES, TEACHER_LABELS, TEACHERS
+    from avparse.train.trainer import GATES, SELECT_METRICS
+
     g = p.add_argument_group("recipe (paper defaults)")
-    g.add_argument("--epochs", type=int, default=tc.epochs)
+    g.add_argument("--recipe", choices=RECIPES, default="paper",
+                   help="paper (default); jomold: JoMoLD's joint-modal label denoising (noise estimator, noise "
+                        "ratios, denoised training; its own optimiser and schedule); teacher: HAN trained on the "
+                        "modality and per-second labels of a parser that cannot leak; jomold+teacher: both "
+                        "(docs/training.md)")
+    g.add_argument("--schedule", choices=("auto", "epochs", "steps"), default="auto",
+                   help="auto (default): the kind of count given (--epochs/--lr-step or --steps/--lr-step-steps); "
+                        "with neither, the paper's epochs where they give at least --steps optimiser steps "
+                        "(LLP-size data), else counted in steps; epochs; steps")
+    g.add_argument("--epochs", type=int, default=None, help=f"epochs of schedule epochs (default {tc.epochs}; "
+                                                            "giving it selects schedule epochs under auto)")
+    g.add_argument("--lr-step", type=int, default=None, help=f"StepLR step size in epochs (default {tc.lr_step}; "
+                                                             "giving it selects schedule epochs under auto)")
+    g.add_argument("--steps", type=int, default=None,
+                   help=f"schedule steps: optimiser steps in all (default {tc.steps}: the paper's 40 epochs on LLP; "
+                        "giving it selects schedule steps under auto)")
+    g.add_argument("--lr-step-steps", type=int, default=None,
+                   help=f"schedule steps: StepLR step size in optimiser steps (default {tc.lr_step_steps}: "
+                        "10 epochs on LLP; giving it selects schedule steps under auto)")
+    g.add_argument("--rounds", type=int, default=tc.rounds,
+                   help=f"schedule steps: validations, one every steps/rounds steps (default {tc.rounds})")
     g.add_argument("--batch-size", type=int, default=tc.batch_size, help="videos per step and process")
     g.add_argument("--lr", type=float, default=tc.lr)
-    g.add_argument("--lr-step", type=int, default=tc.lr_step, help="StepLR step size in epochs")
     g.add_argument("--lr-gamma", type=float, default=tc.lr_gamma)
     g.add_argument("--seed", type=int, default=tc.seed)
-    g.add_argument("--select", default=tc.select_metric,
-                   help=f"validation score that picks best.pt (default {tc.select_metric})")
+    g.add_argument("--select", choices=SELECT_METRICS, default=None,
+                   help=f"validation score that picks best.pt (default {tc.select_metric}; recipe jomold: evt_a, "
+                        "as its code)")
+    g.add_argument("--gate", choices=GATES, default=None,
+                   help="decision rule of validation: global (paper: snippet AND video-level probability) or "
+                        "modality (JoMoLD: each modality's own video-level probability); default: the recipe's")
     g.add_argument("--no-val", action="store_true", help="no validation (best.pt = last epoch)")
+    d = p.add_argument_group("denoising recipes")
+    d.add_argument("--teacher", choices=TEACHERS, default="none",
+                   help="recipe teacher: the teacher parser, none (no temporal net) or han-no-cross (HAN without "
+                        "cross-modal attention)")
+    d.add_argument("--teacher-labels", choices=TEACHER_LABELS, default="hard",
+                   help="recipe teacher: per-second labels hard (0/1) or soft (probabilities)")
+    d.add_argument("--snippet-weight", type=float, default=1.0,
+                   help="recipes with teacher: weight of the snippet-level loss on the teacher's labels")
+    d.add_argument("--no-jomold-hparams", action="store_true",
+                   help="recipes with jomold: keep this command's optimiser and schedule instead of JoMoLD's "
+                        "(Adam 5e-4, batch 128, 25 epochs, StepLR 6 x 0.25, seed 6, kept by val audio event F1)")
     t = p.add_argument_group("Table 2 switches")
     t.add_argument("--loss", choices=("both", "weak", "guided"), default=lc.terms,
                    help="both = L_wsl + L_g (paper), weak = L_wsl only, guided = L_g only")
@@ -134,6 +175,8 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--nhead", type=int, default=mc.nhead)
     m.add_argument("--dropout", type=float, default=mc.dropout)
     m.add_argument("--layer-mode", choices=("original", "stacked"), default=mc.layer_mode)
+    m.add_argument("--no-cross-attention", action="store_true",
+                   help="HAN without its cross-modal branch (self-attention within each modality only)")
     r = p.add_argument_group("running")
     r.add_argument("--device", default=tc.device, help="cpu or cuda (torchrun: one GPU per process)")
     r.add_argument("--precision", choices=("fp32", "bf16"), default=tc.precision,
@@ -146,24 +189,49 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def configs(args):
+    """(model config, train config, recipe config) of the command line."""
     from avparse.core.han import HANConfig
     from avparse.train.losses import LossConfig
+    from avparse.train.recipes import RecipeConfig, TeacherConfig, jomold_train_config
     from avparse.train.trainer import TrainConfig
 
+    d = TrainConfig()
+    schedule = args.schedule
+    by_epochs = args.epochs is not None or args.lr_step is not None
+    by_steps = args.steps is not None or args.lr_step_steps is not None
+    if schedule == "auto" and by_epochs and by_steps:
+        raise UserError("--epochs/--lr-step and --steps/--lr-step-steps belong to different schedules; "
+                        "give one kind, or --schedule to say which counts")
+    if schedule == "auto" and (by_epochs or by_steps):
+        schedule = "epochs" if by_epochs else "steps"   # the kind of count asked for
     try:
         loss = LossConfig(terms=args.loss, noisy=args.noisy, eps_a=args.eps_a, eps_v=args.eps_v,
                           smooth_k=args.smooth_k, bootstrap_mode=args.bootstrap_mode,
                           bootstrap_beta=args.bootstrap_beta)
-        train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_step=args.lr_step,
-                                lr_gamma=args.lr_gamma, seed=args.seed, loss=loss, select_metric=args.select,
-                                validate=not args.no_val, num_threads=args.threads, device=args.device,
-                                precision=args.precision)
+        train_cfg = TrainConfig(epochs=d.epochs if args.epochs is None else args.epochs, batch_size=args.batch_size,
+                                lr=args.lr, lr_step=d.lr_step if args.lr_step is None else args.lr_step,
+                                lr_gamma=args.lr_gamma, seed=args.seed, loss=loss,
+                                select_metric=args.select or d.select_metric, validate=not args.no_val,
+                                num_threads=args.threads, device=args.device, precision=args.precision,
+                                schedule=schedule, steps=d.steps if args.steps is None else args.steps,
+                                lr_step_steps=d.lr_step_steps if args.lr_step_steps is None else args.lr_step_steps,
+                                rounds=args.rounds, gate=args.gate or d.gate)
         model_cfg = HANConfig(d_model=args.d_model, dim_feedforward=args.dim_feedforward, num_layers=args.num_layers,
                               nhead=args.nhead, dropout=args.dropout, pooling=args.pooling, temporal=args.temporal,
-                              layer_mode=args.layer_mode)
+                              layer_mode=args.layer_mode, cross_attention=not args.no_cross_attention)
+        recipe = RecipeConfig(recipe=args.recipe, jomold_hparams=False,
+                              teacher=TeacherConfig(temporal=args.teacher, labels=args.teacher_labels,
+                                                    snippet_weight=args.snippet_weight))
+        if recipe.recipe.startswith("jomold") and not args.no_jomold_hparams:
+            # JoMoLD's optimisation, with this command's choices where they were made explicitly
+            j = jomold_train_config(train_cfg, recipe.jomold)
+            train_cfg = j if args.select is None else TrainConfig.from_dict({**j.to_dict(),
+                                                                              "select_metric": args.select})
+            if args.gate is not None:
+                train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "gate": args.gate})
     except ValueError as e:
         raise UserError(str(e)) from None
-    return model_cfg, train_cfg
+    return model_cfg, train_cfg, recipe
 
 
 def main(argv=None) -> int:
@@ -172,17 +240,26 @@ def main(argv=None) -> int:
         from avparse.train.dataset import open_split
         from avparse.train.trainer import train
 
-        model_cfg, train_cfg = configs(args)
+        model_cfg, train_cfg, recipe = configs(args)
         data = data_config(args)
         out = Path(args.out)
         if (out / "resume.pt").is_file() and not args.resume:
             raise UserError(f"{out} already holds a run; add --resume to continue it or choose another --out")
+        if recipe.recipe != "paper" and not train_cfg.validate:
+            raise UserError(f"--recipe {recipe.recipe} needs validation (its first phase's epoch is kept by it); "
+                            "drop --no-val")
         tr = open_split(data, "train")
         va = open_split(data, "val") if train_cfg.validate else None
         bar = ProgressBar(quiet=args.quiet)
-        res = train(model_cfg, train_cfg, tr, va, out, resume=args.resume, callbacks=bar,
-                    meta={"data_dir": str(Path(args.data).resolve()),
-                          "labels_dir": str(Path(args.labels).resolve()) if args.labels else None})
+        meta = {"data_dir": str(Path(args.data).resolve()),
+                "labels_dir": str(Path(args.labels).resolve()) if args.labels else None}
+        if recipe.recipe == "paper":
+            res = train(model_cfg, train_cfg, tr, va, out, resume=args.resume, callbacks=bar, meta=meta)
+        else:
+            from avparse.train.recipes import run_recipe
+
+            res = run_recipe(recipe, model_cfg, train_cfg, tr, va, out, resume=args.resume, callbacks=bar,
+                             meta=meta, log=bar.log).result
     except user_errors() as e:
         return fail(str(e))
     if res.is_main and res.best_path is not None and res.history:

@@ -6,14 +6,17 @@ Every step is avparse's own code, the same that its commands run:
    snippets (:mod:`avparse.train.pretrain`; the part AudioSet/ImageNet play
    for the paper's extractors);
 2. generate a set of scenes with a train/val/test split (``avparse synth``:
-   :func:`avparse.train.synth.write_dataset`, default difficulty);
+   :func:`avparse.train.synth.write_dataset`; the default scenes, with LLP's
+   annotation statistics);
 3. extract features from the clips' mp4 files with the pretrained extractors
    (``avparse extract``: :func:`avparse.train.extract.run_extract`, in
    ``jobs`` processes, each a shard of the files);
 4. pack the splits (``avparse pack``: :func:`avparse.train.pack.pack_split`);
-5. train the HAN from the WEAK video-level labels only with the paper's recipe
-   (``avparse train``: :func:`avparse.train.trainer.train`; the dense val
-   annotations only pick the epoch, as in the paper's code);
+5. train the HAN from the WEAK video-level labels only (``avparse train
+   --recipe teacher``: :func:`avparse.train.recipes.run_recipe`): first a
+   teacher that cannot leak across modalities (no temporal net), then the full
+   HAN on the teacher's modality and per-second labels; the dense val
+   annotations only pick the kept step, as in the paper's code;
 6. score the held-out test split with the paper's protocol
    (``avparse evaluate``: :func:`avparse.train.evaluate.score_split`);
 7. write the checkpoint: the HAN, ``classes=SYNTH_CLASSES``, profile ``lite``,
@@ -21,8 +24,10 @@ Every step is avparse's own code, the same that its commands run:
    the features of step 3 are made with exactly those rounded weights).
 
 Each step leaves its outputs in ``work_dir`` and is skipped when a rerun finds
-them made with the same settings, so an interrupted run goes on where it
-stopped. The live-runtime score (causal, no lookahead) needs the stream
+them made with the same settings (keyed by a digest of everything they depend
+on), so an interrupted run goes on where it stopped. Scenes of another layout
+than LLP's (``synth_preset("independent")``) and their features live in
+``work_dir/<layout>/``; the pretrained extractors are shared. The live-runtime score (causal, no lookahead) needs the stream
 package and is computed by ``avparse bundle`` (tools/bundle.py), which calls
 :func:`build_bundle` and then ``avparse.tools.live_eval``.
 """
@@ -45,6 +50,7 @@ from avparse.core.han import HANConfig
 from avparse.core.profiles import get_profile
 
 from .pretrain import PretrainConfig, pretrain_extractors, save_extractor_state
+from .recipes import RecipeConfig, TeacherConfig
 from .synth import MANIFEST, MEDIA_DIR, SYNTH_CLASSES, SYNTH_FILES, SynthConfig, WriteConfig, write_dataset
 from .trainer import TrainConfig
 
@@ -57,16 +63,22 @@ class BundleConfig:
 
     seed: int = 1                  # seed of the generated scene set (clips synth1_000000 ...)
     videos: int = 600              # generated 10 s clips: 420 train, 60 val, 120 test (WriteConfig fractions)
-    synth: SynthConfig = field(default_factory=SynthConfig)        # scene difficulty: the documented defaults
+    synth: SynthConfig = field(default_factory=SynthConfig)        # the scenes: LLP's statistics (docs/synth.md)
     write: WriteConfig = field(default_factory=lambda: WriteConfig(jobs=2))  # splits and encoding of the clips
     pretrain: PretrainConfig = field(default_factory=PretrainConfig)  # extractor pretraining on isolated snippets
-    # The model: attentive MMIL pooling, the paper's widths; temporal "none" (no hybrid attention layer):
-    # on generated scenes the hybrid attention spreads each class over the whole clip and into the
-    # other modality (see the ablation table in docs/bundled_model.md). Input sizes come from the data.
-    model: HANConfig = field(default_factory=lambda: HANConfig(temporal="none"))
-    # The paper's training recipe (40 epochs, batch 16, Adam 3e-4, StepLR 10 x 0.1, L_wsl + L_g with label
-    # smoothing, best epoch by val segment Type@AV); one torch thread (fastest on a shared 2-core CPU).
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(num_threads=1))
+    # The model: the paper's HAN (hybrid attention with self- and cross-modal attention, attentive MMIL
+    # pooling) at width 128 (the lite features are 128/256/128 wide): chosen on validation among 512, 256,
+    # 128 and 64, and as cheap live as the earlier bundled parser without a temporal net at width 512
+    # (docs/bundled_model.md). Input sizes come from the data.
+    model: HANConfig = field(default_factory=lambda: HANConfig(d_model=128, dim_feedforward=128))
+    # The paper's optimisation (Adam 3e-4, batch 16, StepLR x0.1, L_wsl + L_g with label smoothing, kept step
+    # by val segment Type@AV) counted in optimiser steps (420 clips are 27 steps per epoch: the epoch
+    # recipe would stop after 1,080 steps); one torch thread (fastest on a shared 2-core CPU).
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(num_threads=1, schedule="steps", steps=4_000,
+                                                                   lr_step_steps=3_000, rounds=40))
+    # Modality-aware denoising: the HAN learns from the modality and per-second labels of a teacher that
+    # cannot leak (no temporal net), trained first with the same optimisation (train/recipes.py).
+    recipe: RecipeConfig = field(default_factory=lambda: RecipeConfig(recipe="teacher", teacher=TeacherConfig()))
     jobs: int = 2                  # processes extracting features (one shard of the files each, 1 torch thread each)
     batch_snippets: int = 16       # snippets per extractor call while extracting
     extractor_fp16: bool = True    # store the extractors in fp16 (features are made with the same rounded weights)
@@ -84,7 +96,7 @@ def quick_config() -> BundleConfig:
         pretrain=PretrainConfig(audio_snippets=24, visual_snippets=16, epochs=1, batch_size=8, jobs=1,
                                 bn_snippets=16),
         model=HANConfig(d_model=32, dim_feedforward=32),
-        train=TrainConfig(epochs=2, batch_size=4, num_threads=1),
+        train=TrainConfig(batch_size=4, num_threads=1, schedule="steps", steps=4, lr_step_steps=3, rounds=2),
         jobs=1,
     )
 
@@ -100,6 +112,9 @@ class BundleResult:
     size_bytes: int                  # checkpoint file size
     paths: dict[str, str]            # work folders: synth, feats, store, run
     test_ids: list[str]              # the test clips (in the store's order)
+    leak: dict | None = None         # single-modality leak on the test split (evaluate.leak_scores)
+    best_step: int | None = None     # optimiser steps done at the kept round
+    teacher_stats: dict | None = None  # share of the weak labels the teacher kept per modality
 
 
 def _digest(obj) -> str:
@@ -166,21 +181,34 @@ def extract_features(media: list[Path], out_dir: Path, weights: Path, *, jobs: i
     return out_dir
 
 
-def build_bundle(cfg: BundleConfig, work_dir, out, *, log: Callable[[str], None] = print) -> BundleResult:
-    """Run the whole recipe in ``work_dir``; write the checkpoint to ``out``."""
-    from avparse.core.checkpoint import load_model, save_checkpoint
-    from avparse.core.metrics import SUMMARY_KEYS
+@dataclass
+class Features:
+    """What steps 1-4 leave: the extractors and the packed features of a scene set."""
 
-    from .dataset import DataConfig, open_split
-    from .evaluate import score_split
+    extractor: Path                  # pretrained extractor state (fp16-rounded weights as float32)
+    pretrain_meta: dict              # their held-out accuracy, history, seconds, config
+    synth_dir: Path                  # the generated clips and annotation files
+    store: Path                      # the packed train/val/test features
+    key: str                         # digest of everything the features depend on
+    seconds: dict[str, float]        # wall time per step (reused steps: the time to find them)
+
+
+def scenes_dir(cfg: BundleConfig, work: Path) -> Path:
+    """Where the scene-dependent steps of ``cfg`` keep their files: ``work`` for LLP-layout scenes,
+    ``work/<layout>`` for another layout (the pretrained extractors in ``work/pretrain`` serve both)."""
+    return work if cfg.synth.layout == "llp" else work / cfg.synth.layout
+
+
+def prepare_features(cfg: BundleConfig, work_dir, *, log: Callable[[str], None] = print) -> Features:
+    """Steps 1-4: pretrained extractors, scenes, features, packed store (each reused when made before
+    with the same settings)."""
+    from .dataset import DataConfig
     from .pack import pack_split
-    from .trainer import train
 
     work = Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)
     profile = get_profile(PROFILE)
     seconds: dict[str, float] = {}
-    paths = {k: str(work / k) for k in ("pretrain", "synth", "labels", "feats", "store", "run")}
 
     # 1. extractors
     t0 = time.perf_counter()
@@ -202,10 +230,12 @@ def build_bundle(cfg: BundleConfig, work_dir, out, *, log: Callable[[str], None]
 
     # 2. scenes
     t0 = time.perf_counter()
-    synth_dir = work / "synth"
+    sdir = scenes_dir(cfg, work)
+    sdir.mkdir(parents=True, exist_ok=True)
+    synth_dir = sdir / "synth"
     key_syn = _digest({"seed": cfg.seed, "videos": cfg.videos, "synth": asdict(cfg.synth),
                        "split": [cfg.write.val_fraction, cfg.write.test_fraction]})
-    if _done(work / "synth.DONE", key_syn) and (synth_dir / MANIFEST).is_file():
+    if _done(sdir / "synth.DONE", key_syn) and (synth_dir / MANIFEST).is_file():
         log(f"synth: reusing {synth_dir}")
     else:
         last = [0.0]
@@ -216,64 +246,109 @@ def build_bundle(cfg: BundleConfig, work_dir, out, *, log: Callable[[str], None]
                 log(f"synth: {i}/{n} clips")
 
         write_dataset(synth_dir, cfg.videos, cfg.seed, cfg.synth, write=cfg.write, progress=progress)
-        _mark(work / "synth.DONE", key_syn)
-    lab = labels_dir(synth_dir, work / "labels")
+        _mark(sdir / "synth.DONE", key_syn)
+    lab = labels_dir(synth_dir, sdir / "labels")
     seconds["synth"] = time.perf_counter() - t0
 
     # 3. features (avparse extract), 4. packed store (avparse pack)
     t0 = time.perf_counter()
-    feats, store = work / "feats", work / "store"
+    feats, store = sdir / "feats", sdir / "store"
     key_ext = _digest({"synth": key_syn, "pretrain": key_pre})
-    if _done(work / "feats.DONE", key_ext):
+    if _done(sdir / "feats.DONE", key_ext):
         log(f"extract: reusing {feats}")
     else:
-        for p in [feats, *work.glob("feats.shard*")]:
-            if p.exists() and not _done(work / "feats.KEY", key_ext):
+        for p in [feats, *sdir.glob("feats.shard*")]:
+            if p.exists() and not _done(sdir / "feats.KEY", key_ext):
                 shutil.rmtree(p)
-        _mark(work / "feats.KEY", key_ext)
+        _mark(sdir / "feats.KEY", key_ext)
         media = sorted((synth_dir / MEDIA_DIR).glob("*.mp4"))
         extract_features(media, feats, ext_path, jobs=cfg.jobs, batch=cfg.batch_snippets, log=log)
-        _mark(work / "feats.DONE", key_ext)
+        _mark(sdir / "feats.DONE", key_ext)
     seconds["extract"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     data = DataConfig(data_dir=str(feats), labels_dir=str(lab), profile=profile, classes=tuple(SYNTH_CLASSES),
                       num_snippets=cfg.synth.duration)
-    if not _done(work / "store.DONE", key_ext):
+    if not _done(sdir / "store.DONE", key_ext):
         for split in ("train", "val", "test"):
             pack_split(data, split, store)
-        _mark(work / "store.DONE", key_ext)
+        _mark(sdir / "store.DONE", key_ext)
     seconds["pack"] = time.perf_counter() - t0
+    return Features(ext_path, pre_meta, synth_dir, store, key_ext, seconds)
 
-    # 5. HAN from weak labels
+
+def open_store(cfg: BundleConfig, store):
+    """The train, val and test splits of a bundle's packed store."""
+    from .dataset import DataConfig, open_split
+
+    data = DataConfig(data_dir=str(store), profile=get_profile(PROFILE), classes=tuple(SYNTH_CLASSES),
+                      num_snippets=cfg.synth.duration)
+    return tuple(open_split(data, s) for s in ("train", "val", "test"))
+
+
+def train_parser(cfg: BundleConfig, feats: Features, run: Path, *, log: Callable[[str], None] = print):
+    """Step 5: the recipe's training (teacher, then the HAN), reused when ``run`` holds a finished run of
+    the same settings on the same features, resumed when it holds an interrupted one."""
+    from .recipes import run_recipe
+
+    tr, va, _ = open_store(cfg, feats.store)
+    key = _digest({"features": feats.key, "model": cfg.model.to_dict(), "train": cfg.train.to_dict(),
+                   "recipe": cfg.recipe.to_dict()})
+    if run.exists() and not _done(run / "KEY", key):
+        shutil.rmtree(run)   # made with other settings: start afresh
+    run.mkdir(parents=True, exist_ok=True)
+    _mark(run / "KEY", key)
+    return run_recipe(cfg.recipe, cfg.model, cfg.train, tr, va, run, resume=True, callbacks=_LogCallbacks(log),
+                      meta={"data_dir": str(feats.store)}, log=lambda line: log(f"train: {line}"))
+
+
+def build_bundle(cfg: BundleConfig, work_dir, out, *, log: Callable[[str], None] = print) -> BundleResult:
+    """Run the whole recipe in ``work_dir``; write the checkpoint to ``out``."""
+    from avparse.core.checkpoint import load_model, save_checkpoint
+    from avparse.core.metrics import SUMMARY_KEYS
+
+    from .evaluate import checkpoint_gate, score_split
+
+    work = Path(work_dir)
+    feats = prepare_features(cfg, work, log=log)
+    seconds = dict(feats.seconds)
+    profile = get_profile(PROFILE)
+    sdir = scenes_dir(cfg, work)
+    paths = {"pretrain": str(work / "pretrain"), "synth": str(feats.synth_dir), "labels": str(sdir / "labels"),
+             "feats": str(sdir / "feats"), "store": str(feats.store), "run": str(sdir / "run")}
+
+    # 5. HAN from weak labels (the recipe: teacher, then the HAN)
     t0 = time.perf_counter()
-    sdata = replace(data, data_dir=str(store), labels_dir=None)
-    tr, va, te = (open_split(sdata, s) for s in ("train", "val", "test"))
-    run = work / "run"
-    if run.exists():
-        shutil.rmtree(run)  # a fresh run every time: the kept epoch must come from this recipe
-    result = train(cfg.model, cfg.train, tr, va, run, callbacks=_LogCallbacks(log),
-                   meta={"data_dir": str(store)})
+    rec = train_parser(cfg, feats, sdir / "run", log=log)
+    result = rec.result
+    seconds.update({f"train_{k}": v for k, v in rec.seconds.items()})
     seconds["train"] = time.perf_counter() - t0
 
     # 6. test scores (offline: whole 10 s clips, the paper's protocol)
     t0 = time.perf_counter()
+    _, va, te = open_store(cfg, feats.store)
     loaded = load_model(result.best_path)
-    scores = score_split(loaded.model, te, batch_size=64)
+    gate = checkpoint_gate(loaded)
+    full = score_split(loaded.model, te, batch_size=64, gate=gate, leak=True)
+    scores = {k: float(full[k]) for k in SUMMARY_KEYS}
+    leak = {k: full[k] for k in ("leak", "leak_a2v", "leak_v2a", "audio_only_pairs", "visual_only_pairs")}
     seconds["evaluate"] = time.perf_counter() - t0
 
     # 7. the bundle
-    ext_state = torch.load(ext_path, map_location="cpu", weights_only=True)
+    ext_state = torch.load(feats.extractor, map_location="cpu", weights_only=True)
     if cfg.extractor_fp16:
         ext_state = {k: v.half() if v.is_floating_point() else v for k, v in ext_state.items()}
     best = next((r for r in result.history if r["epoch"] == result.best_epoch), {})
     extra = {
         "recipe": "avparse bundle (avparse.train.bundle.build_bundle)",
         "bundle_config": cfg.to_dict(),
-        "test_scores": {k: float(scores[k]) for k in SUMMARY_KEYS},
+        "test_scores": scores,
+        "test_leak": leak,
         "test_videos": len(te),
         "val_scores": best.get("val"),
         "best_epoch": result.best_epoch,
-        "pretrain_val_accuracy": pre_meta["val_accuracy"],
+        "best_step": best.get("steps_done"),
+        "gate": gate,
+        "pretrain_val_accuracy": feats.pretrain_meta["val_accuracy"],
         "extractor_dtype": "float16" if cfg.extractor_fp16 else "float32",
         "weak_labels_only": True,
     }
@@ -281,8 +356,9 @@ def build_bundle(cfg: BundleConfig, work_dir, out, *, log: Callable[[str], None]
     save_checkpoint(out, loaded.model, classes=SYNTH_CLASSES, profile=profile, extra=extra,
                     extractor_state=ext_state)
     os.chmod(out, 0o644)  # package data: readable by everyone (the atomic write makes it 0600)
-    return BundleResult(out, {k: float(scores[k]) for k in SUMMARY_KEYS}, best.get("val"), result.best_epoch,
-                        seconds, pre_meta["val_accuracy"], out.stat().st_size, paths, list(te.ids))
+    return BundleResult(out, scores, best.get("val"), result.best_epoch, seconds,
+                        feats.pretrain_meta["val_accuracy"], out.stat().st_size, paths, list(te.ids), leak,
+                        best.get("steps_done"), rec.teacher_stats)
 
 
 class _LogCallbacks:
@@ -311,52 +387,73 @@ class _LogCallbacks:
 
 # ---------------------------------------------------------------- ablations (Table 2 on generated features)
 
-ABLATIONS: tuple[tuple[str, dict, dict], ...] = (
-    # (row name, LossConfig changes, HANConfig changes) relative to the bundled recipe (first row):
-    # attentive MMIL pooling, L_wsl + L_g, label smoothing, no temporal net. One change per row.
-    ("bundled: attentive, L_wsl + L_g, smoothing, no temporal net", {}, {}),
-    ("L_wsl only", {"terms": "weak"}, {}),
-    ("L_g only", {"terms": "guided"}, {}),
-    ("max pooling", {}, {"pooling": "max"}),
-    ("mean pooling", {}, {"pooling": "mean"}),
-    ("temporal GRU", {}, {"temporal": "gru"}),
-    ("temporal Transformer", {}, {"temporal": "transformer"}),
-    ("temporal HAN (the paper's full model)", {}, {"temporal": "han"}),
-    ("temporal HAN, L_wsl only", {"terms": "weak"}, {"temporal": "han"}),
-    ("no label smoothing", {"noisy": "none"}, {}),
-    ("bootstrap instead of smoothing", {"noisy": "bootstrap"}, {}),
+PAPER_ROW = "the paper's recipe: HAN, attentive, L_wsl + L_g, smoothing"
+ABLATIONS: tuple[tuple[str, dict, dict, str], ...] = (
+    # (row name, LossConfig changes, HANConfig changes, recipe) relative to the paper's recipe (first row):
+    # the full HAN (cross-modal attention on), attentive MMIL pooling, L_wsl + L_g, label smoothing, trained
+    # with the bundle's optimisation and schedule. One change per row, as in the paper's Table 2.
+    (PAPER_ROW, {}, {}, "paper"),
+    ("L_wsl only", {"terms": "weak"}, {}, "paper"),
+    ("L_g only", {"terms": "guided"}, {}, "paper"),
+    ("max pooling", {}, {"pooling": "max"}, "paper"),
+    ("mean pooling", {}, {"pooling": "mean"}, "paper"),
+    ("no temporal net", {}, {"temporal": "none"}, "paper"),
+    ("temporal GRU", {}, {"temporal": "gru"}, "paper"),
+    ("temporal Transformer", {}, {"temporal": "transformer"}, "paper"),
+    ("HAN without cross-modal attention", {}, {"cross_attention": False}, "paper"),
+    ("no label smoothing", {"noisy": "none"}, {}, "paper"),
+    ("bootstrap instead of smoothing", {"noisy": "bootstrap"}, {}, "paper"),
+    ("HAN + JoMoLD (its optimiser and decision rule)", {}, {}, "jomold"),
+    ("HAN + teacher labels (the bundled recipe)", {}, {}, "teacher"),
+    ("HAN + JoMoLD + teacher labels", {}, {}, "jomold+teacher"),
 )
 
 
 def run_ablations(cfg: BundleConfig, store_dir, out_dir, *, rows=ABLATIONS, log: Callable[[str], None] = print
                   ) -> list[dict]:
-    """Train each Table 2 variant on the same packed features with the same seed; test scores per row."""
+    """Train each row's variant on the same packed features (the same seed and optimisation as the bundle;
+    JoMoLD rows with JoMoLD's own, its schedule scaled to the same number of training clips seen) and score
+    the test split, with the row's decision rule, and the leak."""
     from avparse.core.checkpoint import load_model
     from avparse.core.metrics import SUMMARY_KEYS
 
-    from .dataset import DataConfig, open_split
-    from .evaluate import score_split
-    from .trainer import train
+    from .evaluate import checkpoint_gate, score_split
+    from .recipes import jomold_train_config, run_recipe
 
-    profile = get_profile(PROFILE)
-    data = DataConfig(data_dir=str(store_dir), profile=profile, classes=tuple(SYNTH_CLASSES),
-                      num_snippets=cfg.synth.duration)
-    tr, va, te = (open_split(data, s) for s in ("train", "val", "test"))
+    tr, va, te = open_store(cfg, store_dir)
     out_rows = []
-    for i, (name, loss_kw, model_kw) in enumerate(rows):
+    for i, (name, loss_kw, model_kw, recipe) in enumerate(rows):
         t0 = time.perf_counter()
         tcfg = replace(cfg.train, loss=replace(cfg.train.loss, **loss_kw))
         mcfg = replace(cfg.model, **model_kw)
+        rcfg = replace(cfg.recipe, recipe=recipe)
+        if recipe.startswith("jomold"):   # its optimiser, as many clips seen as the other rows
+            seen = (tcfg.steps if tcfg.schedule == "steps" else tcfg.epochs * tcfg.steps_per_epoch(len(tr))) \
+                * tcfg.batch_size
+            tcfg = jomold_train_config(tcfg, rcfg.jomold, samples=seen)
+            rcfg = replace(rcfg, jomold_hparams=False)
         run = Path(out_dir) / f"row{i}"
         if run.exists():
             shutil.rmtree(run)
-        res = train(mcfg, tcfg, tr, va, run)
-        scores = score_split(load_model(res.best_path).model, te)
-        row = {"name": name, "loss": asdict(tcfg.loss), "model": {"pooling": mcfg.pooling, "temporal": mcfg.temporal},
-               "best_epoch": res.best_epoch, "scores": {k: float(scores[k]) for k in SUMMARY_KEYS},
-               "seconds": time.perf_counter() - t0}
+        rec = run_recipe(rcfg, mcfg, tcfg, tr, va, run, log=lambda line: None)
+        loaded = load_model(rec.result.best_path)
+        gate = checkpoint_gate(loaded)
+        scores = score_split(loaded.model, te, gate=gate, leak=True)
+        val = score_split(loaded.model, va, gate=gate)
+        row = {"name": name, "recipe": recipe, "loss": asdict(tcfg.loss),
+               "model": {"pooling": mcfg.pooling, "temporal": mcfg.temporal, "cross_attention": mcfg.cross_attention,
+                         "d_model": mcfg.d_model},
+               "best_epoch": rec.result.best_epoch, "gate": gate,
+               "best_step": next((r.get("steps_done") for r in rec.result.history
+                                  if r["epoch"] == rec.result.best_epoch), None),
+               "val_seg_type": float(val["seg_type"]),
+               "scores": {k: float(scores[k]) for k in SUMMARY_KEYS},
+               "leak": {k: scores[k] for k in ("leak", "leak_a2v", "leak_v2a")},
+               "ratios": rec.ratios, "teacher_stats": rec.teacher_stats,
+               "seconds": time.perf_counter() - t0, "phase_seconds": rec.seconds}
         out_rows.append(row)
         s = row["scores"]
         log(f"ablation {name}: seg Type@AV {s['seg_type']:.1f} Event@AV {s['seg_event']:.1f}, "
-            f"event Type@AV {s['evt_type']:.1f} Event@AV {s['evt_event']:.1f} ({row['seconds']:.0f} s)")
+            f"event Type@AV {s['evt_type']:.1f} Event@AV {s['evt_event']:.1f}, leak {row['leak']['leak']:.1f} % "
+            f"({row['seconds']:.0f} s)")
     return out_rows

@@ -57,7 +57,13 @@ from avparse.train.losses import LossConfig, avvp_loss
 
 RESUME_FORMAT = "avparse.train-state"
 PRECISIONS = ("fp32", "bf16")
-SELECT_METRICS = ("seg_type", "seg_event", "evt_type", "evt_event", "seg_a", "seg_v", "seg_av")
+SELECT_METRICS = ("seg_type", "seg_event", "evt_type", "evt_event", "seg_a", "seg_v", "seg_av", "evt_a", "evt_v",
+                  "evt_av")
+SCHEDULES = ("epochs", "steps", "auto")
+GATES = ("global", "modality")
+# The paper's recipe on LLP counted in optimiser steps: 10,000 training clips at batch 16 are 625 steps
+# per epoch, so StepLR(10 epochs) is a drop every 6,250 steps and 40 epochs are 25,000 steps.
+LLP_TRAIN_VIDEOS = 10_000
 
 
 @dataclass(frozen=True)
@@ -81,10 +87,24 @@ class TrainConfig:
     flush_denormal: bool = True     # CPU: treat values below 1.2e-38 as zero while training (see train())
     frame_means: bool = True        # train on each snippet's frame means held in memory (same result; see _train)
     precision: str = "fp32"         # "fp32" (the paper's) or "bf16": autocast of the forward pass (mixed precision)
+    schedule: str = "epochs"        # "epochs": epochs and lr_step count passes over the data (the paper's code);
+    #                                 "steps": steps, lr_step_steps and rounds below (the same recipe at any data
+    #                                 size); "auto": epochs where they give >= steps optimiser steps, else steps
+    steps: int = 25_000             # "steps": optimiser steps in all (the paper on LLP: 40 epochs x 625 steps)
+    lr_step_steps: int = 6_250      # "steps": StepLR step size in optimiser steps (the paper on LLP: 10 x 625)
+    rounds: int = 40                # "steps": validations, one every steps/rounds steps (the paper: one per epoch)
+    gate: str = "global"            # validation decision rule: "global" (paper: snippet AND video-level prob) or
+    #                                 "modality" (JoMoLD: each modality's snippets AND its own video-level prob)
 
     def __post_init__(self):
         if self.epochs < 1 or self.batch_size < 1 or self.lr_step < 1 or self.val_batch_size < 1:
             raise ValueError("epochs, batch_size, lr_step and val_batch_size must be >= 1")
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.steps < 1 or self.lr_step_steps < 1 or not 1 <= self.rounds <= self.steps:
+            raise ValueError("steps and lr_step_steps must be >= 1 and rounds in 1..steps")
+        if self.gate not in GATES:
+            raise ValueError(f"gate must be one of {GATES}, got {self.gate!r}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if self.select_metric not in SELECT_METRICS:
@@ -102,6 +122,33 @@ class TrainConfig:
         d = dict(d)
         d["loss"] = LossConfig(**d.get("loss", {}))
         return cls(**d)
+
+    def steps_per_epoch(self, videos: int, world_size: int = 1) -> int:
+        """Optimiser steps of one pass over ``videos`` clips (the last batch may be short)."""
+        return math.ceil(math.ceil(videos / world_size) / self.batch_size)
+
+    def describe(self, videos: int, world_size: int = 1) -> str:
+        """One line saying which schedule runs and what it amounts to on ``videos`` training clips."""
+        spe = self.steps_per_epoch(videos, world_size)
+        if self.schedule == "epochs":
+            return (f"schedule: epochs ({self.epochs} epochs of {spe} steps = {self.epochs * spe:,} steps at batch "
+                    f"{self.batch_size}, lr x{self.lr_gamma:g} every {self.lr_step} epochs)")
+        return (f"schedule: steps ({self.steps:,} optimiser steps at batch {self.batch_size} = "
+                f"{self.steps / spe:.0f} passes over {videos:,} clips, lr x{self.lr_gamma:g} every "
+                f"{self.lr_step_steps:,} steps, validation every {self.round_steps:,} steps)")
+
+    @property
+    def round_steps(self) -> int:
+        """Schedule "steps": optimiser steps between two validations (the last round takes the rest)."""
+        return max(1, self.steps // self.rounds)
+
+
+def schedule_for(cfg: TrainConfig, videos: int, *, world_size: int = 1) -> TrainConfig:
+    """The schedule "auto" of ``avparse train``: the paper's epochs where they give at least ``cfg.steps``
+    optimiser steps (LLP-size data: 40 x 625 = 25,000, unchanged), else the same recipe counted in
+    steps (StepLR every ``lr_step_steps``, ``steps`` in all): small data gets as many updates as LLP."""
+    epoch_steps = cfg.epochs * cfg.steps_per_epoch(videos, world_size)
+    return replace(cfg, schedule="epochs" if epoch_steps >= cfg.steps else "steps")
 
 
 class Callbacks:
@@ -180,6 +227,19 @@ def _batches(n: int, cfg: TrainConfig, info: D.DistInfo, epoch: int) -> list[np.
     return [idx[s:s + cfg.batch_size] for s in range(0, len(idx), cfg.batch_size)]
 
 
+def _step_batches(n: int, cfg: TrainConfig, info: D.DistInfo, start: int, stop: int):
+    """Index arrays of optimiser steps ``start`` .. ``stop - 1`` of schedule "steps": consecutive
+    shuffled passes over the data (pass p shuffled as epoch p + 1 of the epoch schedule)."""
+    spe = cfg.steps_per_epoch(n, info.world_size)
+    step = start
+    while step < stop:
+        epoch, k = divmod(step, spe)
+        batches = _batches(n, cfg, info, epoch + 1)
+        for b in batches[k:k + (stop - step)]:
+            yield b
+        step += len(batches[k:k + (stop - step)])
+
+
 def batch_stream(split: FeatureSplit, batches, *, prefetch: bool = True):
     """``(idx, split.batch(idx))`` for each index array of ``batches`` (any iterable, possibly endless).
 
@@ -205,21 +265,45 @@ def batch_stream(split: FeatureSplit, batches, *, prefetch: bool = True):
             idx = nxt
 
 
+class PaperObjective:
+    """The paper's loss (:func:`avparse.train.losses.avvp_loss`) on the model's outputs. Other training
+    objectives (the denoising recipes, :mod:`avparse.train.recipes`) have the same two methods."""
+
+    def __init__(self, loss_cfg: LossConfig):
+        self.loss_cfg = loss_cfg
+
+    def loss(self, net, a, v2, v3, y, idx: np.ndarray, step: int, *, autocast) -> torch.Tensor:
+        """The loss of one batch: features a, v2, v3, weak labels y [B, C], the videos' indices in the
+        train split ``idx``, the global optimiser step ``step``; ``autocast`` wraps forward passes."""
+        with autocast():
+            o = net(a, v2, v3)
+        return avvp_loss(self.loss_cfg, o.global_prob, o.a_prob, o.v_prob, y)
+
+    def describe(self) -> dict:
+        """Plain values that identify the objective (saved with a run; a resume must match)."""
+        return {"name": "paper"}
+
+
 def train_step(net, opt, loss_cfg: LossConfig, split: FeatureSplit, idx: np.ndarray, y_all: torch.Tensor,
-               dev: str, *, arrays=None, precision: str = "fp32"):
+               dev: str, *, arrays=None, precision: str = "fp32", objective=None, step: int = 0):
     """One optimisation step on the videos ``idx``: (detached loss, the numpy batch).
     ``arrays``: ``split.batch(idx)`` when the caller already has it (see :func:`batch_stream`).
     ``precision="bf16"``: the forward pass under bf16 autocast (matrix products in bf16 with fp32
-    accumulation; weights, gradients, Adam, the snippet classifiers and the loss in fp32)."""
+    accumulation; weights, gradients, Adam, the snippet classifiers and the loss in fp32).
+    ``objective``: what the loss is (default: the paper's with ``loss_cfg``); ``step``: the global
+    optimiser step (objectives with a warm-up use it)."""
     if arrays is None:
         arrays = split.batch(idx)
     a, v2, v3 = (torch.from_numpy(x).to(dev, non_blocking=True) for x in arrays)
     y = y_all[torch.from_numpy(idx)].to(dev, non_blocking=True)
+    objective = objective or PaperObjective(loss_cfg)
     opt.zero_grad(set_to_none=True)
+
+    def autocast():
+        return torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=precision == "bf16")
+
     try:
-        with torch.autocast(torch.device(dev).type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-            o = net(a, v2, v3)
-        loss = avvp_loss(loss_cfg, o.global_prob, o.a_prob, o.v_prob, y)
+        loss = objective.loss(net, a, v2, v3, y, idx, step, autocast=autocast)
     except RuntimeError:  # e.g. BCE refusing NaN probabilities: name the video if the input is the cause
         split.check_finite(idx, arrays)
         raise
@@ -229,19 +313,23 @@ def train_step(net, opt, loss_cfg: LossConfig, split: FeatureSplit, idx: np.ndar
 
 
 def make_optimizer(model, cfg: TrainConfig):
-    """Adam and StepLR of the recipe for ``model``."""
+    """Adam and StepLR of the recipe for ``model`` (schedule "steps": StepLR counts optimiser steps)."""
     opt = _adam(model.parameters(), cfg, "")
-    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.lr_step, gamma=cfg.lr_gamma)
+    size = cfg.lr_step if cfg.schedule == "epochs" else cfg.lr_step_steps
+    return opt, torch.optim.lr_scheduler.StepLR(opt, step_size=size, gamma=cfg.lr_gamma)
 
 
 def train(model_cfg: HANConfig, cfg: TrainConfig, train_split: FeatureSplit, val_split: FeatureSplit | None,
           out_dir, *, resume: bool = False, callbacks: Callbacks | None = None,
-          meta: dict | None = None) -> TrainResult:
+          meta: dict | None = None, objective=None) -> TrainResult:
     """Train on ``train_split``, validate on ``val_split``; files go to ``out_dir``.
 
     Writes ``best.pt`` (avparse checkpoint of the best epoch), ``resume.pt``
     (state after the last finished epoch), ``history.json`` and ``training.png``.
     ``meta`` (plain values, e.g. where the data is) goes into best.pt's extra.
+    ``objective``: the training loss (default :class:`PaperObjective` of ``cfg.loss``).
+    With ``cfg.schedule == "steps"`` an "epoch" of the history, the callbacks and resume.pt is one
+    round of ``cfg.round_steps`` optimiser steps (``cfg.rounds`` of them).
     """
     cb = callbacks or Callbacks()
     out = Path(out_dir)
@@ -255,7 +343,10 @@ def train(model_cfg: HANConfig, cfg: TrainConfig, train_split: FeatureSplit, val
         # them to zero (FTZ/DAZ, as GPUs' fast paths do) keeps every epoch at full speed.
         if cfg.flush_denormal:
             torch.set_flush_denormal(True)
-        return _train(model_cfg, cfg, train_split, val_split, out, resume, cb, info, dict(meta or {}))
+        if cfg.schedule == "auto":
+            cfg = schedule_for(cfg, len(train_split), world_size=info.world_size)
+        return _train(model_cfg, cfg, train_split, val_split, out, resume, cb, info, dict(meta or {}),
+                      objective or PaperObjective(cfg.loss))
     finally:
         torch.set_num_threads(old_threads)
         if cfg.flush_denormal:
@@ -263,7 +354,8 @@ def train(model_cfg: HANConfig, cfg: TrainConfig, train_split: FeatureSplit, val
         D.teardown(info)
 
 
-def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: D.DistInfo, meta: dict) -> TrainResult:
+def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: D.DistInfo, meta: dict,
+           objective) -> TrainResult:
     import json
 
     from avparse.core.checkpoint import save_checkpoint
@@ -318,6 +410,8 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
         mine, defaults = cfg.to_dict(), TrainConfig().to_dict()   # fields newer than the saved run: their defaults
         diff = [k for k in mine if k not in ("epochs", "num_threads", "device", "log_every", "prefetch", "flush_denormal",
                                              "frame_means") and saved.get(k, defaults[k]) != mine[k]]
+        if st.get("objective", {"name": "paper"}) != objective.describe():
+            diff.append("objective")
         if diff:
             raise FeatureError(state_path, None, f"the saved run used other training settings ({', '.join(diff)}); "
                                "start a new --out or use the same settings")
@@ -336,28 +430,43 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
 
         unused = model_cfg.layer_mode == "original" and model_cfg.num_layers > 1
         net = DDP(model, device_ids=[dev] if dev.startswith("cuda") else None, find_unused_parameters=unused)
+    n_train = len(train_split)
+    by_steps = cfg.schedule == "steps"
+    epochs = cfg.rounds if by_steps else cfg.epochs
+    spe = cfg.steps_per_epoch(n_train, info.world_size)
     if info.is_main:
-        cb.on_start({"videos": len(train_split), "val_videos": len(val_split) if val_split is not None else 0,
-                     "epochs": cfg.epochs, "start_epoch": start, "world_size": info.world_size,
+        cb.on_start({"videos": n_train, "val_videos": len(val_split) if val_split is not None else 0,
+                     "epochs": epochs, "start_epoch": start, "world_size": info.world_size,
                      "threads": torch.get_num_threads(), "device": dev,
-                     "params": sum(p.numel() for p in model.parameters())})
+                     "params": sum(p.numel() for p in model.parameters()),
+                     "schedule": cfg.describe(n_train, info.world_size)})
     y_all = torch.from_numpy(np.asarray(train_split.labels, dtype=np.float32))
-    for epoch in range(start, cfg.epochs + 1):
+    for epoch in range(start, epochs + 1):
         t0 = time.perf_counter()
-        batches = _batches(len(train_split), cfg, info, epoch)
+        if by_steps:   # round `epoch`: optimiser steps first .. last - 1 of the whole run
+            first = (epoch - 1) * cfg.round_steps
+            last = cfg.steps if epoch == epochs else epoch * cfg.round_steps
+            batches, n_steps = _step_batches(n_train, cfg, info, first, last), last - first
+        else:
+            first = (epoch - 1) * spe
+            batches = _batches(n_train, cfg, info, epoch)
+            n_steps = len(batches)
         if info.is_main:
-            cb.on_epoch_start(epoch, len(batches))
+            cb.on_epoch_start(epoch, n_steps)
         net.train()
         total = torch.zeros((), dtype=torch.float64, device=dev)
         running = torch.zeros((), dtype=torch.float64, device=dev)
         trace, since = [], 0
+        lr_used = opt.param_groups[0]["lr"]
         for step, (idx, arrays) in enumerate(batch_stream(train_split, batches, prefetch=cfg.prefetch), 1):
             ld, arrays = train_step(net, opt, cfg.loss, train_split, idx, y_all, dev, arrays=arrays,
-                                    precision=cfg.precision)
+                                    precision=cfg.precision, objective=objective, step=first + step - 1)
+            if by_steps:
+                sched.step()
             total += ld
             running += ld
             since += 1
-            if step % cfg.log_every == 0 or step == len(batches):
+            if step % cfg.log_every == 0 or step == n_steps:
                 mean = float(running.item()) / since
                 if not math.isfinite(mean):
                     train_split.check_finite(idx, arrays)  # names the video if the input is the cause
@@ -367,19 +476,19 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
                 running.zero_()
                 since = 0
                 if info.is_main:
-                    cb.on_step(epoch, step, len(batches), mean)
-        lr_used = opt.param_groups[0]["lr"]
-        sched.step()
-        train_loss = D.mean_across(info, float(total.item()) / max(1, len(batches)))
+                    cb.on_step(epoch, step, n_steps, mean)
+        if not by_steps:
+            sched.step()
+        train_loss = D.mean_across(info, float(total.item()) / max(1, n_steps))
         train_s = time.perf_counter() - t0
         record = {"epoch": epoch, "lr": lr_used, "train_loss": train_loss, "loss_trace": trace,
-                  "train_seconds": train_s}
+                  "train_seconds": train_s, "steps_done": first + n_steps}
         rngs = _gather_rng(info, dev)
         if info.is_main:
             if cfg.validate:
                 tv = time.perf_counter()
                 scores = score_split(model, val_split, threshold=cfg.threshold, batch_size=cfg.val_batch_size,
-                                     device=dev)
+                                     device=dev, gate=cfg.gate, leak=True)
                 record["val"] = scores
                 record["val_seconds"] = time.perf_counter() - tv
                 score = scores[cfg.select_metric]
@@ -393,12 +502,14 @@ def _train(model_cfg, cfg, train_split, val_split, out: Path, resume, cb, info: 
             if record["best"]:
                 save_checkpoint(best_path, model, classes=train_split.classes, profile=train_split.profile,
                                 extra={**meta, "train_config": cfg.to_dict(), "epoch": epoch,
-                                       "val": record.get("val"), "select_metric": cfg.select_metric})
+                                       "val": record.get("val"), "select_metric": cfg.select_metric,
+                                       "gate": cfg.gate, "objective": objective.describe()})
             _save_atomic({
                 "format": RESUME_FORMAT, "version": 1, "epoch": epoch,
                 "model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "rng": rngs, "best_score": best_score, "best_epoch": best_epoch, "history": history,
                 "model_config": model_cfg.to_dict(), "train_config": cfg.to_dict(),
+                "objective": objective.describe(),
             }, state_path)
             (out / "history.json").write_text(json.dumps(history, indent=1))
             cb.on_epoch_end(record)

@@ -215,3 +215,65 @@ def test_lazy_exports():
 
     assert core.HANConfig is HANConfig and core.build_han is build_han
     from avparse.core import CheckpointError, load_model, save_checkpoint  # noqa: F401
+
+
+def _leak(model, cfg, cross=None):
+    """Largest change of the AUDIO snippet probabilities when only the VISUAL inputs change (and back)."""
+    a, v2, v3 = inputs(cfg, 2, 6)
+    _, w2, w3 = inputs(cfg, 2, 6, seed=5)
+    b, _, _ = inputs(cfg, 2, 6, seed=6)
+    kw = {} if cross is None else {"cross_attention": cross}
+    with torch.no_grad():
+        p0 = model(a, v2, v3, **kw).frame_prob
+        d_audio = (model(a, w2, w3, **kw).frame_prob[:, :, 0] - p0[:, :, 0]).abs().max()
+        d_visual = (model(b, v2, v3, **kw).frame_prob[:, :, 1] - p0[:, :, 1]).abs().max()
+    return float(d_audio), float(d_visual)
+
+
+@pytest.mark.parametrize("layer_mode", ["original", "stacked"])
+def test_cross_attention_switch(layer_mode):
+    """cross_attention=False: no snippet sees the other modality (JoMoLD's with_ca=False), built without the
+    cross-modal weights; the same weights run with the switch at call time give the same outputs, on
+    the fast path and on the plain one; the default is the paper's (cross-modal branch on)."""
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, nhead=1, layer_mode=layer_mode)
+    full = build_han(cfg).eval()
+    assert cfg.cross_attention and all(l.cm_attn is not None for l in full.temporal.layers)
+    assert min(_leak(full, cfg)) > 1e-4                        # with cross-modal attention the modalities mix
+    assert max(_leak(full, cfg, cross=False)) == 0.0           # switched off at call time: they do not
+    off_cfg = dataclasses.replace(cfg, cross_attention=False)
+    off = build_han(off_cfg).eval()
+    assert all(l.cm_attn is None for l in off.temporal.layers)
+    assert max(_leak(off, off_cfg)) == 0.0
+    state = {k: v for k, v in full.state_dict().items() if "cm_attn" not in k}
+    off.load_state_dict(state)
+    x = inputs(cfg, 3, 7)
+    with torch.no_grad():
+        a = off(*x).frame_prob
+        b = full(*x, cross_attention=False).frame_prob
+        # the plain (unfused) path of the layer: forward(x, None) per modality
+        e = full.embed(*x)
+        layer = full.temporal.layers[-1]
+        plain = torch.stack([layer(e[0]), layer(e[1])]) if layer_mode == "original" else None
+    assert torch.allclose(a, b, atol=1e-6)
+    if plain is not None:
+        assert torch.allclose(full.features(*x, cross_attention=False), plain, atol=1e-5)
+    with pytest.raises(ValueError, match="cross_attention must be a bool"):
+        HANConfig(cross_attention=1)
+
+
+def test_visual_head_dropout_only_on_visual_and_only_in_training():
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(TINY, dropout=0.0, visual_head_dropout=0.5)
+    m = build_han(cfg)
+    x = inputs(cfg, 2, 5)
+    m.train()
+    o1, o2 = m(*x), m(*x)
+    assert torch.equal(o1.frame_prob[:, :, 0], o2.frame_prob[:, :, 0])       # audio: no dropout
+    assert not torch.equal(o1.frame_prob[:, :, 1], o2.frame_prob[:, :, 1])   # visual: dropped differently
+    m.eval()
+    assert torch.equal(m(*x).frame_prob, m(*x).frame_prob)
+    out, feats = m(*x, return_features=True)
+    assert feats.shape == (2, 2, 5, cfg.d_model) and torch.equal(out.frame_prob, m(*x).frame_prob)
+    with pytest.raises(ValueError, match="visual_head_dropout"):
+        HANConfig(visual_head_dropout=1.0)

@@ -165,3 +165,31 @@ def test_two_processes_gloo_as_torchrun_starts_them(layout, tmp_path):
     st = torch.load(run / "resume.pt", weights_only=True)
     assert st["epoch"] == 1 and len(st["rng"]) == 2
     assert np.isfinite(st["history"][0]["train_loss"])
+
+
+def test_train_recipes_and_schedule_from_the_command_line(layout, tmp_path, capsys):
+    """`avparse train --recipe teacher|jomold` on LLP-layout features; the schedule it runs is printed;
+    the JoMoLD checkpoint is evaluated with its own decision rule; user mistakes end in one line."""
+    data = ["--data", str(layout / "llp"), "--classes", str(layout / "classes.txt"), "--profile", "lite"]
+    short = ["--steps", "12", "--lr-step-steps", "8", "--rounds", "2", *TINY]
+    assert train_cli.main([*data, "--out", str(tmp_path / "t"), "--recipe", "teacher", *short]) == 0
+    out = capsys.readouterr().out
+    assert "schedule: steps (12 optimiser steps at batch 16" in out and "teacher labels:" in out
+    assert (tmp_path / "t" / "teacher" / "best.pt").is_file() and (tmp_path / "t" / "teacher_labels.npz").is_file()
+    # JoMoLD with this command's optimiser (its own is 1,975 steps of 128 clips), then evaluated
+    assert train_cli.main([*data, "--out", str(tmp_path / "j"), "--recipe", "jomold", "--no-jomold-hparams",
+                           "--gate", "modality", "--select", "evt_a", *short]) == 0
+    out = capsys.readouterr().out
+    assert "noise ratios" in out and (tmp_path / "j" / "noise_ratios.json").is_file()
+    js = tmp_path / "j.json"
+    assert evaluate.main([str(tmp_path / "j" / "best.pt"), "--split", "test", "--json", str(js), *data]) == 0
+    assert "each modality's snippets gated by its own" in capsys.readouterr().out
+    assert json.loads(js.read_text())["gate"] == "modality"
+    # the epoch schedule when epochs are asked for, and its line
+    assert train_cli.main([*data, "--out", str(tmp_path / "e"), "--epochs", "1", *TINY]) == 0
+    assert "schedule: epochs (1 epochs of 3 steps" in capsys.readouterr().out
+    # mistakes: one line, nonzero exit
+    assert train_cli.main([*data, "--out", str(tmp_path / "x"), "--recipe", "teacher", "--no-val", *short]) == 2
+    assert "needs validation" in capsys.readouterr().err
+    assert train_cli.main([*data, "--out", str(tmp_path / "y"), "--steps", "3", "--rounds", "5", *TINY]) == 2
+    assert "rounds" in capsys.readouterr().err

@@ -34,6 +34,9 @@ def test_quick_recipe_end_to_end(tmp_path):
     assert all(v.dtype == torch.float16 for v in st.values() if v.is_floating_point())
     extra = loaded.meta["extra"]
     assert extra["weak_labels_only"] is True and set(extra["test_scores"]) == set(SUMMARY_KEYS)
+    assert loaded.config.temporal == "han" and loaded.config.cross_attention
+    assert 0.0 <= extra["test_leak"]["leak"] <= 100.0 and extra["bundle_config"]["recipe"]["recipe"] == "teacher"
+    assert (tmp_path / "work" / "run" / "teacher" / "best.pt").is_file()
     m = json.loads((tmp_path / "demo_metrics.json").read_text())
     for mode in ("offline", "live"):
         assert set(m[mode]["scores"]) == set(SUMMARY_KEYS)
@@ -56,10 +59,35 @@ def test_quick_recipe_end_to_end(tmp_path):
     assert evaluate([str(out), "--live", "--data", str(tmp_path / "work" / "synth"), "--json", str(live_json)]) == 0
     lj = json.loads(live_json.read_text())
     assert lj["videos"] == m["live"]["videos"] and set(lj["scores"]) == set(SUMMARY_KEYS)
+    assert set(m["live"]["leak"]) >= {"leak", "leak_a2v", "leak_v2a"} and "leak" in m["offline"]
     # a rerun reuses the finished steps (pretrain, synth, extract, pack) and gives the same features
     before = (tmp_path / "work" / "store" / "test.bin").read_bytes()
     rc = main(["--quick", "--work", str(tmp_path / "work"), "--out", str(out), "--no-live"])
     assert rc == 0 and (tmp_path / "work" / "store" / "test.bin").read_bytes() == before
+
+
+@pytest.mark.slow
+def test_quick_ablations_on_both_presets(tmp_path):
+    """`avparse bundle --ablations [--preset independent]` on the quick recipe: every row of the table
+    (the paper's recipe, the Table 2 switches, the denoising recipes) trains and is scored; the
+    independent preset's scenes go to WORK/independent and reuse the extractors."""
+    from avparse.tools.bundle import main
+    from avparse.train.bundle import ABLATIONS
+
+    work = tmp_path / "work"
+    assert main(["--quick", "--work", str(work), "--ablations"]) == 0
+    rows = json.loads((work / "ablations.json").read_text())["rows"]
+    assert [r["name"] for r in rows] == [a[0] for a in ABLATIONS]
+    assert all(0.0 <= r["scores"]["seg_type"] <= 100.0 and 0.0 <= r["leak"]["leak"] <= 100.0 for r in rows)
+    by = {r["recipe"]: r for r in rows}
+    assert by["jomold"]["gate"] == "modality" and by["teacher"]["gate"] == "global"
+    assert by["jomold"]["ratios"] is not None and by["teacher"]["teacher_stats"] is not None
+    pre = (work / "pretrain" / "extractor.pt").stat().st_mtime_ns
+    assert main(["--quick", "--work", str(work), "--ablations", "--preset", "independent"]) == 0
+    ind = json.loads((work / "independent" / "ablations.json").read_text())
+    assert ind["preset"] == "independent" and len(ind["rows"]) == len(ABLATIONS)
+    assert json.loads((work / "independent" / "synth" / "synth.json").read_text())["config"]["layout"] == "independent"
+    assert (work / "pretrain" / "extractor.pt").stat().st_mtime_ns == pre      # the extractors were reused
 
 
 def test_bundled_model_is_small_and_self_describing():
@@ -73,6 +101,11 @@ def test_bundled_model_is_small_and_self_describing():
     m = json.loads(DEMO_METRICS.read_text())
     assert m["size_bytes"] == DEMO.stat().st_size
     assert loaded.meta["extra"]["test_scores"] == m["offline"]["scores"]
+    # the paper's full HAN: hybrid attention with its cross-modal branch, attentive MMIL pooling
+    c = loaded.config
+    assert (c.temporal, c.cross_attention, c.pooling) == ("han", True, "attentive")
+    assert loaded.meta["extra"]["weak_labels_only"] is True and loaded.meta["extra"]["gate"] == "global"
+    assert m["offline"]["leak"]["leak"] == loaded.meta["extra"]["test_leak"]["leak"]
 
 
 def _recall(events, truth) -> tuple[int, int]:

@@ -14,7 +14,7 @@ import pytest
 from avparse.core.scene import TrueEvent
 from avparse.train.synth import (
     MANIFEST, MEDIA_DIR, SYNTH_CLASSES, SYNTH_FILES, PlannedEvent, SynthConfig, SynthError, WriteConfig,
-    annotation_files, clip_scene, isolated_audio, isolated_frames, make_scene, split_indices, write_clip,
+    annotation_files, clip_scene, isolated_audio, isolated_frames, make_scene, split_indices, synth_preset, write_clip,
     write_dataset,
 )
 from avparse.train.synth_audio import AUDIO_SIGNATURES
@@ -124,7 +124,7 @@ def test_same_seed_same_files(small_set, tmp_path):
 
 
 def test_ground_truth_over_a_batch():
-    cfg = SynthConfig()
+    cfg = synth_preset("independent")
     kinds, events_per_scene, lengths = set(), [], []
     both_differ = overlapping = 0
     for i in range(120):
@@ -146,6 +146,70 @@ def test_ground_truth_over_a_batch():
     assert kinds == {"audio", "visual", "both"}
     assert both_differ > 5 and overlapping > 20
     assert min(lengths) == 1 and max(lengths) == 10
+
+
+def test_llp_layout_has_llp_statistics_and_class_tendencies():
+    """The default scenes reproduce LLP's annotation statistics within the documented tolerances
+    (measured on the published files: shares 34.9 / 4.6 / 60.6 %, IoU 0.827, 6.16 s, 3.57 events
+    and 1.81 classes per clip), and a class's modality depends on the class."""
+    from avparse.train.synth_stats import annotation_stats, synth_annotations, within
+
+    st = annotation_stats(*synth_annotations(1500, 3, SynthConfig()))
+    llp = {"share_audio_only": 34.9, "share_visual_only": 4.6, "share_both": 60.6, "iou_both": 0.827,
+           "mean_interval_s": 6.16, "events_per_video": 3.57, "classes_per_video": 1.81}
+    kinds = {"share_audio_only": "shares", "share_visual_only": "shares", "share_both": "shares"}
+    for key, ref in llp.items():
+        assert within(kinds.get(key, key), ref, st[key]), (key, st[key], ref)
+    per = st["per_class"]
+    assert per["siren"]["audio"] > 55 and per["horn"]["audio"] > 55      # mostly heard only
+    assert per["engine"]["visual"] > 20 and per["siren"]["visual"] == 0  # often seen only / never
+    assert max(c["both"] for c in per.values()) > 70
+    # the independent preset is far from LLP on the same measures (the stress test)
+    ind = annotation_stats(*synth_annotations(600, 3, synth_preset("independent")))
+    assert not within("shares", 4.6, ind["share_visual_only"]) and not within("iou_both", 0.827, ind["iou_both"])
+
+
+def test_llp_layout_intervals_are_well_formed():
+    for duration in (10, 4, 25):
+        cfg = SynthConfig(duration=duration)
+        for i in range(60):
+            sc = clip_scene(8, i, cfg)
+            per = {}
+            for e in sc.ground_truth():
+                assert e.onset == int(e.onset) and e.offset == int(e.offset)
+                assert 0 <= e.onset < e.offset <= duration
+                per.setdefault((e.label, e.modality), []).append((e.onset, e.offset))
+            for ivs in per.values():   # same class, same modality: never overlapping or touching
+                ivs.sort()
+                assert all(b[0] > a[1] for a, b in zip(ivs, ivs[1:]))
+            assert set(sc.weak_labels()) == {e.label for e in sc.ground_truth()}
+
+
+def test_presets():
+    assert synth_preset("llp") == SynthConfig()
+    ind = synth_preset("independent", duration=4)
+    assert ind.layout == "independent" and ind.p_same_interval == 0.4 and ind.duration == 4
+    with pytest.raises(SynthError, match="unknown scene preset"):
+        synth_preset("nope")
+    with pytest.raises(SynthError, match="layout"):
+        SynthConfig(layout="nope")
+    with pytest.raises(SynthError, match="class_modality"):
+        SynthConfig(class_modality=((0.5, 0.6),) * len(SYNTH_CLASSES))
+
+
+def test_stats_command_prints_both_tables(tmp_path, capsys, llp_dir):
+    from avparse.tools import synth as tool
+
+    argv = ["--stats", "--videos", "200", "--json", str(tmp_path / "s.json"), "--llp", str(llp_dir)]
+    assert tool.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "audio-only pairs, %" in out and "per class" in out
+    data = json.loads((tmp_path / "s.json").read_text())
+    assert data["generated"]["videos"] == 200 and data["preset"] == "llp"
+    assert data["llp"]["videos"] == 1849 and abs(data["llp"]["share_audio_only"] - 34.9) < 0.1
+    assert data["llp"]["rows_marking_nothing"] == 5   # of the six such rows, one names a video of no split
+    assert tool.main(["--stats", "--llp", str(tmp_path / "none")]) != 0
+    assert "AVVP_val_pd.csv" in capsys.readouterr().err
 
 
 def test_long_scene_has_more_events_kept_apart():
