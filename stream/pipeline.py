@@ -19,6 +19,11 @@ or one file). Its audio is the master clock; a stream whose only audio source
 ends or fails is closed (offsets with reason "end-of-stream" or
 "source-lost"); a failing video-only source is reported and the stream goes
 on with black frames.
+
+Over 500 lines on purpose: ``Pipeline`` (the stages per snippet) and ``Runtime`` (threads,
+queues, pacing, shedding and stream ends around it) share the per-stream bookkeeping that the
+event stream's rules depend on (which offsets a stream's end or a source's loss produces); they
+are kept side by side so that those rules are read in one file.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args):
     from avparse.train.bundle import BundleConfig, quick_config
-    from avparse.train.synth import synth_preset
+    from avparse.train.synth_plan import synth_preset
 
     cfg = quick_config() if args.quick else BundleConfig()
     if args.preset != "llp":

@@ -42,7 +42,8 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from avparse.train.synth import PRESETS, SynthConfig, WriteConfig
+    from avparse.train.synth import SynthConfig, WriteConfig
+    from avparse.train.synth_plan import PRESETS
 
     d, w = SynthConfig(), WriteConfig()
     p = argparse.ArgumentParser(prog="avparse synth", description=__doc__.split("\n\n")[0],
@@ -99,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _configs(a):
-    from avparse.train.synth import SynthError, WriteConfig, synth_preset
+    from avparse.train.synth import SynthError, WriteConfig
+    from avparse.train.synth_plan import synth_preset
 
     for flag in ("events", "event_len"):
         v = getattr(a, flag)

@@ -35,6 +35,11 @@ weights as an uninterrupted run.
 Several processes (torchrun): each takes 1/world of every epoch (batch_size
 per process), gradients are averaged by DistributedDataParallel, rank 0
 validates, logs and writes every file.
+
+Over 500 lines on purpose: one training loop (``_train``) serves one process and torchrun,
+epochs and optimiser steps, resume and every recipe's objective, and its state (model, optimiser,
+scheduler, RNG, best score, history) is saved and restored in one place; split, the resume
+guarantee would span modules.
 """
 
 from __future__ import annotations
