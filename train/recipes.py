@@ -389,6 +389,80 @@ class RecipeResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase (a reused one: ~0)
 
 
+@dataclass(frozen=True)
+class RecipePhase:
+    """One training run of a recipe, as :func:`run_recipe` runs it (:func:`recipe_phases`)."""
+
+    name: str                   # "model" (the final model, into out_dir) or "teacher" / "estimator" (out_dir/<name>)
+    model: HANConfig            # the network it trains
+    train: TrainConfig          # its optimisation, the schedule resolved for the data size ("epochs" or "steps")
+    objective: str              # its loss: "paper", "jomold-estimator", or the recipe's ("teacher", "jomold", ...)
+    labels_training_clips: bool  # afterwards it labels the training clips (one forward pass over them)
+
+    def total_steps(self, videos: int) -> int:
+        """Optimiser steps of the whole run on ``videos`` training clips."""
+        t = self.train
+        return t.steps if t.schedule == "steps" else t.epochs * t.steps_per_epoch(videos)
+
+    def validations(self) -> int:
+        """Validation passes of the run (one per epoch or round)."""
+        if not self.train.validate:
+            return 0
+        return self.train.rounds if self.train.schedule == "steps" else self.train.epochs
+
+
+def _resolved(cfg: TrainConfig, videos: int) -> TrainConfig:
+    if cfg.schedule != "auto":
+        return cfg
+    from .trainer import schedule_for
+
+    return schedule_for(cfg, videos)
+
+
+def recipe_phases(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, videos: int
+                  ) -> tuple[RecipePhase, ...]:
+    """The training runs of ``rcfg.recipe`` on ``videos`` training clips, in order, as :func:`run_recipe`
+    runs them (it takes its settings from here): "paper" one run; the others a first phase (the teacher or
+    JoMoLD's noise estimator), which then labels the training clips, and the final model."""
+    if rcfg.recipe == "paper":
+        return (RecipePhase("model", model_cfg, _resolved(cfg, videos), "paper", False),)
+    j = rcfg.jomold
+    jomold = rcfg.recipe.startswith("jomold")
+    tcfg = _resolved(jomold_train_config(cfg, j) if jomold and rcfg.jomold_hparams else cfg, videos)
+    if jomold:   # noise estimator: HAN without cross-modal attention
+        first = RecipePhase("estimator", replace(model_cfg, temporal="han", cross_attention=False,
+                                                 visual_head_dropout=j.cls_dropout), tcfg, "jomold-estimator", True)
+    else:        # teacher: no temporal net, or HAN without cross-modal attention; the paper's loss
+        t = rcfg.teacher
+        ecfg = replace(model_cfg, temporal="none") if t.temporal == "none" else \
+            replace(model_cfg, temporal="han", cross_attention=False)
+        first = RecipePhase("teacher", ecfg, replace(tcfg, schedule="epochs") if t.schedule == "epochs" else tcfg,
+                            "paper", True)
+    fcfg = replace(model_cfg, visual_head_dropout=j.cls_dropout) if jomold else model_cfg
+    return first, RecipePhase("model", fcfg, tcfg, rcfg.recipe, False)
+
+
+def recipe_objective(rcfg: RecipeConfig, phase: RecipePhase, cfg: TrainConfig, videos: int, *,
+                     ratios: dict | None = None, teacher: "TeacherLabels | None" = None):
+    """The training objective of ``phase`` (of :func:`recipe_phases`) as :func:`run_recipe` builds it;
+    ``cfg``: the recipe's base config as given to run_recipe; ``ratios`` (JoMoLD's noise ratios) and
+    ``teacher`` (the teacher's labels) for the final phase of the recipes that use them."""
+    from .trainer import PaperObjective
+
+    if phase.objective == "paper":
+        return PaperObjective(phase.train.loss)
+    j = rcfg.jomold
+    if phase.objective == "jomold-estimator":
+        return EstimatorObjective(j)
+    jomold = rcfg.recipe.startswith("jomold")
+    if (ratios is None) == jomold or (teacher is None) == (rcfg.recipe in ("teacher", "jomold+teacher")):
+        raise ValueError(f"recipe {rcfg.recipe}: the final objective takes noise ratios exactly when the recipe "
+                         "is JoMoLD's and teacher labels exactly when it has a teacher")
+    warm = j.warm_up_epochs / j.epochs * phase.total_steps(videos)
+    return DenoisingObjective(jcfg=j if jomold else None, ratios=ratios, warm_steps=warm if jomold else 0.0,
+                              teacher=teacher, tcfg=rcfg.teacher, loss_cfg=cfg.loss)
+
+
 def _done(path: Path, key: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()) == key
 
@@ -407,35 +481,20 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
     out = Path(out_dir)
     t_start = time.perf_counter()
     meta = {**(meta or {}), "recipe": rcfg.to_dict()}
+    phases = recipe_phases(rcfg, model_cfg, cfg, len(train_split))
     if rcfg.recipe == "paper":
-        if cfg.schedule == "auto":
-            from .trainer import schedule_for
-
-            cfg = schedule_for(cfg, len(train_split))
+        cfg = phases[0].train
         log(cfg.describe(len(train_split)))
         res = train(model_cfg, cfg, train_split, val_split, out, resume=resume, callbacks=callbacks, meta=meta)
         return RecipeResult(res, {}, None, None, {"model": time.perf_counter() - t_start})
     weak = np.asarray(train_split.labels)
-    phases: dict[str, TrainResult] = {}
+    phases_run: dict[str, TrainResult] = {}
     ratios, teach, tstats = None, None, None
     j = rcfg.jomold
     jomold = rcfg.recipe.startswith("jomold")
-    tcfg = jomold_train_config(cfg, j) if jomold and rcfg.jomold_hparams else cfg
-    if tcfg.schedule == "auto":
-        from .trainer import schedule_for
-
-        tcfg = schedule_for(tcfg, len(train_split))
-    if jomold:   # noise estimator: HAN without cross-modal attention
-        ecfg = replace(model_cfg, temporal="han", cross_attention=False, visual_head_dropout=j.cls_dropout)
-        phase, name = out / "estimator", "estimator"
-        objective = EstimatorObjective(j)
-    else:        # teacher: no temporal net, or HAN without cross-modal attention; the paper's recipe
-        t = rcfg.teacher
-        ecfg = replace(model_cfg, temporal="none") if t.temporal == "none" else \
-            replace(model_cfg, temporal="han", cross_attention=False)
-        phase, name = out / "teacher", "teacher"
-        objective = None
-    first_cfg = replace(tcfg, schedule="epochs") if not jomold and rcfg.teacher.schedule == "epochs" else tcfg
+    first, final_phase = phases
+    ecfg, first_cfg, name = first.model, first.train, first.name
+    phase = out / name
     key = {"model": ecfg.to_dict(), "train": first_cfg.to_dict(), "recipe": rcfg.to_dict(), "videos": len(train_split),
            "data": str(getattr(train_split, "source", "")),
            "ids": hashlib.sha256("\n".join(map(str, getattr(train_split, "ids", []))).encode()).hexdigest()[:16]}
@@ -446,8 +505,8 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
         log(f"{name}: reusing {phase / 'best.pt'}")
     else:
         log(f"{name}: training ({'HAN without cross-modal attention' if ecfg.temporal == 'han' else 'no temporal net'})")
-        phases[name] = train(ecfg, first_cfg, train_split, val_split, phase, callbacks=callbacks, meta=meta,
-                             objective=objective)
+        phases_run[name] = train(ecfg, first_cfg, train_split, val_split, phase, callbacks=callbacks, meta=meta,
+                                 objective=recipe_objective(rcfg, first, cfg, len(train_split)))
         marker.write_text(json.dumps(key))
     first_model = load_model(phase / "best.pt").model
     if not jomold and rcfg.teacher.weights == "last":
@@ -472,13 +531,8 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
                   "labelled_seconds": float(teach.snippet_labels.mean())}
         log(f"teacher labels: {100 * tstats['kept_audio']:.1f} % of the weak labels kept in audio, "
             f"{100 * tstats['kept_visual']:.1f} % in visual")
-    n_spe = tcfg.steps_per_epoch(len(train_split))
-    total = tcfg.steps if tcfg.schedule == "steps" else tcfg.epochs * n_spe
-    warm = j.warm_up_epochs / j.epochs * total
-    final = DenoisingObjective(jcfg=j if jomold else None, ratios=ratios, warm_steps=warm if jomold else 0.0,
-                               teacher=teach, tcfg=rcfg.teacher, loss_cfg=cfg.loss)
-    fcfg = replace(model_cfg, visual_head_dropout=j.cls_dropout) if jomold else model_cfg
-    res = train(fcfg, tcfg, train_split, val_split, out, resume=resume, callbacks=callbacks,
+    final = recipe_objective(rcfg, final_phase, cfg, len(train_split), ratios=ratios, teacher=teach)
+    res = train(final_phase.model, final_phase.train, train_split, val_split, out, resume=resume, callbacks=callbacks,
                 meta={**meta, "ratios": ratios, "teacher_stats": tstats}, objective=final)
     seconds["model"] = time.perf_counter() - t_final
-    return RecipeResult(res, phases, ratios, tstats, seconds)
+    return RecipeResult(res, phases_run, ratios, tstats, seconds)
