@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     # None = the recipe's own (the paper's below; recipe jomold: JoMoLD's); a value given wins in every recipe
     g.add_argument("--batch-size", type=int, default=None,
                    help=f"videos per step and process (default {tc.batch_size}; recipe jomold: 128)")
-    g.add_argument("--lr", type=float, default=None, help=f"Adam learning rate (default {tc.lr:g}; recipe jomold: 5e-4)")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (default {tc.lr:g}; recipe jomold: 5e-4)")
     g.add_argument("--lr-gamma", type=float, default=None,
                    help=f"StepLR factor (default {tc.lr_gamma:g}; recipe jomold: 0.25)")
     g.add_argument("--seed", type=int, default=None, help=f"seed (default {tc.seed}; recipe jomold: 6)")

@@ -21,7 +21,10 @@ machine; the paper step's leaves out its DataLoader workers), the
 validation time on the val split, and the projected time of the full recipe
 (40 epochs of 10,000 videos, validation each epoch). ``--epoch`` also runs one
 real trainer epoch end to end (data, step, validation, checkpoints).
-``--quick`` is a smoke run on a small set. Figures, not assertions.
+``--quick`` is a smoke run on a small set. ``--recipes paper,teacher,jomold``
+times the training recipes' runs against each other instead and projects
+their full runs at LLP size (:mod:`avparse.tools.harness.bench_recipes`).
+Figures, not assertions.
 """
 
 from __future__ import annotations
