@@ -23,9 +23,10 @@ from avparse.train.evaluate import predict_outputs
 from avparse.train.featgen import PlantedSpec, _dense_rows, _write_weak, make_videos
 from avparse.train.llp import LLP_FILES
 from avparse.train.pack import pack_split
+from avparse.train.denoising import alignment_nce, joint_modal_drop
 from avparse.train.recipes import (
-    DenoisingObjective, EstimatorObjective, JoMoLDConfig, RecipeConfig, TeacherConfig, alignment_nce,
-    joint_modal_drop, jomold_train_config, noise_ratios, recipe_objective, recipe_phases, run_recipe, teacher_labels,
+    DenoisingObjective, EstimatorObjective, JoMoLDConfig, RecipeConfig, TeacherConfig, jomold_train_config,
+    noise_ratios, recipe_objective, recipe_phases, run_recipe, teacher_labels,
 )
 from avparse.train.trainer import TrainConfig
 
