@@ -20,7 +20,7 @@ import sys
 SUITES = {
     "core": "HAN inference per window batch and the LLP test-set metrics",
     "extract": "feature extractors per profile and backend, per snippet",
-    "train": "training throughput against a plain reimplementation of the paper's step",
+    "train": "training throughput against a plain reimplementation of the paper's step; --recipes: the recipes' costs",
     "live": "per-stage costs, onset/offset latency at a subscriber, streams per machine",
     "startup": "import avparse, `avparse parse` of the LLP clip, live cost per snippet: alone and beside a competitor",
     "events": "event F1, spurious events per minute and onset latency of run --fast on unseen scenes; tracker cost",

@@ -130,12 +130,16 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lr-step-steps", type=int, default=None,
                    help=f"schedule steps: StepLR step size in optimiser steps (default {tc.lr_step_steps}: "
                         "10 epochs on LLP; giving it selects schedule steps under auto)")
-    g.add_argument("--rounds", type=int, default=tc.rounds,
+    g.add_argument("--rounds", type=int, default=None,
                    help=f"schedule steps: validations, one every steps/rounds steps (default {tc.rounds})")
-    g.add_argument("--batch-size", type=int, default=tc.batch_size, help="videos per step and process")
-    g.add_argument("--lr", type=float, default=tc.lr)
-    g.add_argument("--lr-gamma", type=float, default=tc.lr_gamma)
-    g.add_argument("--seed", type=int, default=tc.seed)
+    # None = the recipe's own (the paper's below; recipe jomold: JoMoLD's); a value given wins in every recipe
+    g.add_argument("--batch-size", type=int, default=None,
+                   help=f"videos per step and process (default {tc.batch_size}; recipe jomold: 128)")
+    g.add_argument("--lr", type=float, default=None,
+                   help=f"Adam learning rate (default {tc.lr:g}; recipe jomold: 5e-4)")
+    g.add_argument("--lr-gamma", type=float, default=None,
+                   help=f"StepLR factor (default {tc.lr_gamma:g}; recipe jomold: 0.25)")
+    g.add_argument("--seed", type=int, default=None, help=f"seed (default {tc.seed}; recipe jomold: 6)")
     g.add_argument("--select", choices=SELECT_METRICS, default=None,
                    help=f"validation score that picks best.pt (default {tc.select_metric}; recipe jomold: evt_a, "
                         "as its code)")
@@ -195,7 +199,6 @@ def configs(args):
     from avparse.train.recipes import RecipeConfig, TeacherConfig, jomold_train_config
     from avparse.train.trainer import TrainConfig
 
-    d = TrainConfig()
     schedule = args.schedule
     by_epochs = args.epochs is not None or args.lr_step is not None
     by_steps = args.steps is not None or args.lr_step_steps is not None
@@ -208,14 +211,14 @@ def configs(args):
         loss = LossConfig(terms=args.loss, noisy=args.noisy, eps_a=args.eps_a, eps_v=args.eps_v,
                           smooth_k=args.smooth_k, bootstrap_mode=args.bootstrap_mode,
                           bootstrap_beta=args.bootstrap_beta)
-        train_cfg = TrainConfig(epochs=d.epochs if args.epochs is None else args.epochs, batch_size=args.batch_size,
-                                lr=args.lr, lr_step=d.lr_step if args.lr_step is None else args.lr_step,
-                                lr_gamma=args.lr_gamma, seed=args.seed, loss=loss,
-                                select_metric=args.select or d.select_metric, validate=not args.no_val,
-                                num_threads=args.threads, device=args.device, precision=args.precision,
-                                schedule=schedule, steps=d.steps if args.steps is None else args.steps,
-                                lr_step_steps=d.lr_step_steps if args.lr_step_steps is None else args.lr_step_steps,
-                                rounds=args.rounds, gate=args.gate or d.gate)
+        # the settings given on the command line (the rest: the recipe's defaults)
+        given = {k: v for k, v in (("epochs", args.epochs), ("lr_step", args.lr_step), ("steps", args.steps),
+                                   ("lr_step_steps", args.lr_step_steps), ("rounds", args.rounds),
+                                   ("batch_size", args.batch_size), ("lr", args.lr), ("lr_gamma", args.lr_gamma),
+                                   ("seed", args.seed), ("select_metric", args.select), ("gate", args.gate))
+                 if v is not None}
+        train_cfg = TrainConfig(loss=loss, validate=not args.no_val, num_threads=args.threads, device=args.device,
+                                precision=args.precision, schedule=schedule, **given)
         model_cfg = HANConfig(d_model=args.d_model, dim_feedforward=args.dim_feedforward, num_layers=args.num_layers,
                               nhead=args.nhead, dropout=args.dropout, pooling=args.pooling, temporal=args.temporal,
                               layer_mode=args.layer_mode, cross_attention=not args.no_cross_attention)
@@ -225,10 +228,7 @@ def configs(args):
         if recipe.recipe.startswith("jomold") and not args.no_jomold_hparams:
             # JoMoLD's optimisation, with this command's choices where they were made explicitly
             j = jomold_train_config(train_cfg, recipe.jomold)
-            train_cfg = j if args.select is None else TrainConfig.from_dict({**j.to_dict(),
-                                                                              "select_metric": args.select})
-            if args.gate is not None:
-                train_cfg = TrainConfig.from_dict({**train_cfg.to_dict(), "gate": args.gate})
+            train_cfg = TrainConfig.from_dict({**j.to_dict(), **given})
     except ValueError as e:
         raise UserError(str(e)) from None
     return model_cfg, train_cfg, recipe

@@ -52,6 +52,7 @@ snippet-level BCE on its per-second labels (weight ``snippet_weight``).
 it cannot leak either) is also the teacher: the denoised training gets the
 teacher's snippet loss on top.
 
+The recipes' losses are in :mod:`avparse.train.denoising`.
 Only the weak labels of the training split are used; the dense validation
 annotations choose epochs, as in the paper's code.
 """
@@ -67,12 +68,12 @@ from typing import Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from avparse.core.han import HANConfig
 
 from .dataset import FeatureSplit
-from .losses import LossConfig, avvp_loss
+from .denoising import DenoisingObjective, EstimatorObjective, _smoothed
+from .losses import LossConfig
 from .trainer import LLP_TRAIN_VIDEOS, Callbacks, TrainConfig, TrainResult, train
 
 RECIPES = ("paper", "jomold", "teacher", "jomold+teacher")
@@ -167,150 +168,6 @@ def jomold_train_config(base: TrainConfig, jcfg: JoMoLDConfig = JoMoLDConfig(), 
                    loss=LossConfig(eps_a=1 - jcfg.a_smooth, eps_v=1 - jcfg.v_smooth))
 
 
-# ------------------------------------------------------------------ losses
-
-
-def alignment_nce(x: torch.Tensor, temperature: float, smooth: float) -> torch.Tensor:
-    """The snippet-alignment contrastive loss of MA/JoMoLD on snippet features x [2, B, T, d]: audio
-    snippet t against the T visual snippets of its video (cosine / temperature, softmax), the target
-    visual snippet t with probability 1 - smooth and smooth / (T - 1) on each other one;
-    loss = -mean log(sum(target * softmax))."""
-    a = F.normalize(x[0].float(), dim=-1)
-    v = F.normalize(x[1].float(), dim=-1)
-    sims = torch.bmm(a, v.transpose(1, 2)) / temperature                  # [B, T, T]
-    t = sims.shape[-1]
-    if t == 1:
-        return sims.new_zeros(())
-    target = torch.full_like(sims, smooth / (t - 1))
-    target.diagonal(dim1=1, dim2=2).fill_(1.0 - smooth)
-    return -torch.log((target * torch.softmax(sims, dim=-1)).sum(-1)).mean()
-
-
-def _bce(p, t, clamp=1e-7):
-    return F.binary_cross_entropy(p.clamp(clamp, 1 - clamp), t)
-
-
-def _smoothed(y, s):
-    return s * y + (1.0 - s) * 0.5
-
-
-class EstimatorObjective:
-    """JoMoLD's noise estimator loss (model built with ``cross_attention=False``)."""
-
-    def __init__(self, jcfg: JoMoLDConfig):
-        self.j = jcfg
-
-    def loss(self, net, a, v2, v3, y, idx, step, *, autocast):
-        with autocast():
-            o, x = net(a, v2, v3, return_features=True)
-        return (_bce(o.a_prob, _smoothed(y, self.j.a_smooth)) + _bce(o.v_prob, _smoothed(y, self.j.v_smooth))
-                + _bce(o.global_prob, y) + alignment_nce(x, self.j.temperature, 0.1))
-
-    def describe(self) -> dict:
-        return {"name": "jomold-estimator", "jomold": self.j.to_dict()}
-
-
-def joint_modal_drop(loss_a: torch.Tensor, loss_v: torch.Tensor, pos: torch.Tensor, k_a: torch.Tensor,
-                     k_v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """JoMoLD's joint-modal ranking on one batch. loss_a, loss_v [B, C]: per (video, class) BCE of each
-    modality; pos [B, C] bool: labelled; k_a, k_v [C] ints: how many labels of each class may be noise.
-    Returns (drop_a, drop_v) bool [B, C]: a visual label is dropped when it is among the k_v positives
-    of its class with the LARGEST visual loss AND among the k_v with the SMALLEST audio loss (the
-    class is clearly heard but not seen), and symmetrically for audio."""
-    b, c = loss_a.shape
-    big = torch.finfo(loss_a.dtype).max
-    drop_a = torch.zeros_like(pos)
-    drop_v = torch.zeros_like(pos)
-    for ci in range(c):
-        p = pos[:, ci]
-        n = int(p.sum())
-        if n == 0:
-            continue
-        la = torch.where(p, loss_a[:, ci], big)    # positives first in ascending order
-        lv = torch.where(p, loss_v[:, ci], big)
-        asc_a = torch.argsort(la, stable=True)[:n]
-        asc_v = torch.argsort(lv, stable=True)[:n]
-        kv, ka = int(k_v[ci]), int(k_a[ci])
-        if kv > 0:
-            low_a = torch.zeros(b, dtype=torch.bool, device=pos.device)
-            high_v = torch.zeros_like(low_a)
-            low_a[asc_a[:kv]] = True
-            high_v[asc_v[n - kv:]] = True
-            drop_v[:, ci] = low_a & high_v
-        if ka > 0:
-            high_a = torch.zeros(b, dtype=torch.bool, device=pos.device)
-            low_v = torch.zeros_like(high_a)
-            high_a[asc_a[n - ka:]] = True
-            low_v[asc_v[:ka]] = True
-            drop_a[:, ci] = high_a & low_v
-    return drop_a, drop_v
-
-
-class DenoisingObjective:
-    """JoMoLD's denoised training (``ratios`` given) and/or the teacher's snippet loss (``teacher``
-    given); with neither it is not used (the paper's objective is)."""
-
-    def __init__(self, *, jcfg: JoMoLDConfig | None = None, ratios: dict | None = None, warm_steps: float = 0.0,
-                 teacher: "TeacherLabels | None" = None, tcfg: TeacherConfig | None = None,
-                 loss_cfg: LossConfig | None = None):
-        self.j, self.t, self.tcfg, self.loss_cfg = jcfg, teacher, tcfg, loss_cfg
-        self.ratios = None
-        if ratios is not None:
-            self.ratios = (torch.tensor(ratios["audio"], dtype=torch.float32),
-                           torch.tensor(ratios["visual"], dtype=torch.float32))
-        self.warm_steps = float(warm_steps)
-
-    def _targets(self, model, a, v2, v3, y, step, autocast):
-        """JoMoLD's denoised guided targets of this batch (the model ranks, without cross-modal attention)."""
-        j = self.j
-        ya, yv = _smoothed(y, j.a_smooth), _smoothed(y, j.v_smooth)
-        ra, rv = (r.to(y.device) for r in self.ratios)
-        if self.warm_steps > 0:
-            w = min(1.0, step / self.warm_steps)
-            ra, rv = ra * w, rv * w
-        with torch.no_grad():
-            with autocast():
-                o = model(a, v2, v3, cross_attention=False)
-            clamp = 1e-7
-            la = F.binary_cross_entropy(o.a_prob.float().clamp(clamp, 1 - clamp), ya, reduction="none")
-            lv = F.binary_cross_entropy(o.v_prob.float().clamp(clamp, 1 - clamp), yv, reduction="none")
-            pos = y > 0.5
-            n = pos.sum(dim=0).float()
-            drop_a, drop_v = joint_modal_drop(la, lv, pos, (ra * n).floor(), (rv * n).floor())
-        return ya.masked_fill(drop_a, 0.0), yv.masked_fill(drop_v, 0.0)
-
-    def loss(self, net, a, v2, v3, y, idx, step, *, autocast):
-        if self.ratios is not None:   # rank first (no gradient), as JoMoLD does, then the training pass
-            ya, yv = self._targets(net, a, v2, v3, y, step, autocast)
-        with autocast():
-            o, x = net(a, v2, v3, return_features=True)
-        if self.ratios is not None:
-            j = self.j
-            if self.t is not None:   # the teacher's modality labels take part in the ranking's targets
-                ya, yv = ya * self.t.video(idx, 0, y.device), yv * self.t.video(idx, 1, y.device)
-            loss = (j.audio_weight * _bce(o.a_prob, ya) + j.visual_weight * _bce(o.v_prob, yv)
-                    + j.video_weight * _bce(o.global_prob, y) + j.nce_weight * alignment_nce(x, j.temperature,
-                                                                                             j.nce_smooth))
-        else:
-            ta, tv = self.t.video(idx, 0, y.device), self.t.video(idx, 1, y.device)
-            lc = self.loss_cfg or LossConfig(noisy="none")
-            loss = avvp_loss(replace(lc, terms="weak"), o.global_prob, o.a_prob, o.v_prob, y) \
-                + _bce(o.a_prob, ta) + _bce(o.v_prob, tv)
-        if self.t is not None and self.tcfg.snippet_weight > 0:
-            s = self.t.snippets(idx, y.device)                       # [B, T, 2, C]
-            loss = loss + self.tcfg.snippet_weight * _bce(o.frame_prob, s)
-        return loss
-
-    def describe(self) -> dict:
-        d = {"name": "+".join(n for n, on in (("jomold", self.ratios is not None), ("teacher", self.t is not None))
-                              if on)}
-        if self.ratios is not None:
-            d.update(jomold=self.j.to_dict(), ratios=[r.tolist() for r in self.ratios], warm_steps=self.warm_steps)
-        if self.t is not None:
-            d.update(teacher=self.tcfg.to_dict(), labels_sha=self.t.digest())
-        return d
-
-
 # ------------------------------------------------------------------ the teacher's labels and JoMoLD's ratios
 
 
@@ -389,6 +246,80 @@ class RecipeResult:
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each phase (a reused one: ~0)
 
 
+@dataclass(frozen=True)
+class RecipePhase:
+    """One training run of a recipe, as :func:`run_recipe` runs it (:func:`recipe_phases`)."""
+
+    name: str                   # "model" (the final model, into out_dir) or "teacher" / "estimator" (out_dir/<name>)
+    model: HANConfig            # the network it trains
+    train: TrainConfig          # its optimisation, the schedule resolved for the data size ("epochs" or "steps")
+    objective: str              # its loss: "paper", "jomold-estimator", or the recipe's ("teacher", "jomold", ...)
+    labels_training_clips: bool  # afterwards it labels the training clips (one forward pass over them)
+
+    def total_steps(self, videos: int) -> int:
+        """Optimiser steps of the whole run on ``videos`` training clips."""
+        t = self.train
+        return t.steps if t.schedule == "steps" else t.epochs * t.steps_per_epoch(videos)
+
+    def validations(self) -> int:
+        """Validation passes of the run (one per epoch or round)."""
+        if not self.train.validate:
+            return 0
+        return self.train.rounds if self.train.schedule == "steps" else self.train.epochs
+
+
+def _resolved(cfg: TrainConfig, videos: int) -> TrainConfig:
+    if cfg.schedule != "auto":
+        return cfg
+    from .trainer import schedule_for
+
+    return schedule_for(cfg, videos)
+
+
+def recipe_phases(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, videos: int
+                  ) -> tuple[RecipePhase, ...]:
+    """The training runs of ``rcfg.recipe`` on ``videos`` training clips, in order, as :func:`run_recipe`
+    runs them (it takes its settings from here): "paper" one run; the others a first phase (the teacher or
+    JoMoLD's noise estimator), which then labels the training clips, and the final model."""
+    if rcfg.recipe == "paper":
+        return (RecipePhase("model", model_cfg, _resolved(cfg, videos), "paper", False),)
+    j = rcfg.jomold
+    jomold = rcfg.recipe.startswith("jomold")
+    tcfg = _resolved(jomold_train_config(cfg, j) if jomold and rcfg.jomold_hparams else cfg, videos)
+    if jomold:   # noise estimator: HAN without cross-modal attention
+        first = RecipePhase("estimator", replace(model_cfg, temporal="han", cross_attention=False,
+                                                 visual_head_dropout=j.cls_dropout), tcfg, "jomold-estimator", True)
+    else:        # teacher: no temporal net, or HAN without cross-modal attention; the paper's loss
+        t = rcfg.teacher
+        ecfg = replace(model_cfg, temporal="none") if t.temporal == "none" else \
+            replace(model_cfg, temporal="han", cross_attention=False)
+        first = RecipePhase("teacher", ecfg, replace(tcfg, schedule="epochs") if t.schedule == "epochs" else tcfg,
+                            "paper", True)
+    fcfg = replace(model_cfg, visual_head_dropout=j.cls_dropout) if jomold else model_cfg
+    return first, RecipePhase("model", fcfg, tcfg, rcfg.recipe, False)
+
+
+def recipe_objective(rcfg: RecipeConfig, phase: RecipePhase, cfg: TrainConfig, videos: int, *,
+                     ratios: dict | None = None, teacher: "TeacherLabels | None" = None):
+    """The training objective of ``phase`` (of :func:`recipe_phases`) as :func:`run_recipe` builds it;
+    ``cfg``: the recipe's base config as given to run_recipe; ``ratios`` (JoMoLD's noise ratios) and
+    ``teacher`` (the teacher's labels) for the final phase of the recipes that use them."""
+    from .trainer import PaperObjective
+
+    if phase.objective == "paper":
+        return PaperObjective(phase.train.loss)
+    j = rcfg.jomold
+    if phase.objective == "jomold-estimator":
+        return EstimatorObjective(j)
+    jomold = rcfg.recipe.startswith("jomold")
+    if (ratios is None) == jomold or (teacher is None) == (rcfg.recipe in ("teacher", "jomold+teacher")):
+        raise ValueError(f"recipe {rcfg.recipe}: the final objective takes noise ratios exactly when the recipe "
+                         "is JoMoLD's and teacher labels exactly when it has a teacher")
+    warm = j.warm_up_epochs / j.epochs * phase.total_steps(videos)
+    return DenoisingObjective(jcfg=j if jomold else None, ratios=ratios, warm_steps=warm if jomold else 0.0,
+                              teacher=teacher, tcfg=rcfg.teacher, loss_cfg=cfg.loss)
+
+
 def _done(path: Path, key: dict) -> bool:
     return path.is_file() and json.loads(path.read_text()) == key
 
@@ -407,35 +338,20 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
     out = Path(out_dir)
     t_start = time.perf_counter()
     meta = {**(meta or {}), "recipe": rcfg.to_dict()}
+    phases = recipe_phases(rcfg, model_cfg, cfg, len(train_split))
     if rcfg.recipe == "paper":
-        if cfg.schedule == "auto":
-            from .trainer import schedule_for
-
-            cfg = schedule_for(cfg, len(train_split))
+        cfg = phases[0].train
         log(cfg.describe(len(train_split)))
         res = train(model_cfg, cfg, train_split, val_split, out, resume=resume, callbacks=callbacks, meta=meta)
         return RecipeResult(res, {}, None, None, {"model": time.perf_counter() - t_start})
     weak = np.asarray(train_split.labels)
-    phases: dict[str, TrainResult] = {}
+    phases_run: dict[str, TrainResult] = {}
     ratios, teach, tstats = None, None, None
     j = rcfg.jomold
     jomold = rcfg.recipe.startswith("jomold")
-    tcfg = jomold_train_config(cfg, j) if jomold and rcfg.jomold_hparams else cfg
-    if tcfg.schedule == "auto":
-        from .trainer import schedule_for
-
-        tcfg = schedule_for(tcfg, len(train_split))
-    if jomold:   # noise estimator: HAN without cross-modal attention
-        ecfg = replace(model_cfg, temporal="han", cross_attention=False, visual_head_dropout=j.cls_dropout)
-        phase, name = out / "estimator", "estimator"
-        objective = EstimatorObjective(j)
-    else:        # teacher: no temporal net, or HAN without cross-modal attention; the paper's recipe
-        t = rcfg.teacher
-        ecfg = replace(model_cfg, temporal="none") if t.temporal == "none" else \
-            replace(model_cfg, temporal="han", cross_attention=False)
-        phase, name = out / "teacher", "teacher"
-        objective = None
-    first_cfg = replace(tcfg, schedule="epochs") if not jomold and rcfg.teacher.schedule == "epochs" else tcfg
+    first, final_phase = phases
+    ecfg, first_cfg, name = first.model, first.train, first.name
+    phase = out / name
     key = {"model": ecfg.to_dict(), "train": first_cfg.to_dict(), "recipe": rcfg.to_dict(), "videos": len(train_split),
            "data": str(getattr(train_split, "source", "")),
            "ids": hashlib.sha256("\n".join(map(str, getattr(train_split, "ids", []))).encode()).hexdigest()[:16]}
@@ -446,8 +362,8 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
         log(f"{name}: reusing {phase / 'best.pt'}")
     else:
         log(f"{name}: training ({'HAN without cross-modal attention' if ecfg.temporal == 'han' else 'no temporal net'})")
-        phases[name] = train(ecfg, first_cfg, train_split, val_split, phase, callbacks=callbacks, meta=meta,
-                             objective=objective)
+        phases_run[name] = train(ecfg, first_cfg, train_split, val_split, phase, callbacks=callbacks, meta=meta,
+                                 objective=recipe_objective(rcfg, first, cfg, len(train_split)))
         marker.write_text(json.dumps(key))
     first_model = load_model(phase / "best.pt").model
     if not jomold and rcfg.teacher.weights == "last":
@@ -472,13 +388,8 @@ def run_recipe(rcfg: RecipeConfig, model_cfg: HANConfig, cfg: TrainConfig, train
                   "labelled_seconds": float(teach.snippet_labels.mean())}
         log(f"teacher labels: {100 * tstats['kept_audio']:.1f} % of the weak labels kept in audio, "
             f"{100 * tstats['kept_visual']:.1f} % in visual")
-    n_spe = tcfg.steps_per_epoch(len(train_split))
-    total = tcfg.steps if tcfg.schedule == "steps" else tcfg.epochs * n_spe
-    warm = j.warm_up_epochs / j.epochs * total
-    final = DenoisingObjective(jcfg=j if jomold else None, ratios=ratios, warm_steps=warm if jomold else 0.0,
-                               teacher=teach, tcfg=rcfg.teacher, loss_cfg=cfg.loss)
-    fcfg = replace(model_cfg, visual_head_dropout=j.cls_dropout) if jomold else model_cfg
-    res = train(fcfg, tcfg, train_split, val_split, out, resume=resume, callbacks=callbacks,
+    final = recipe_objective(rcfg, final_phase, cfg, len(train_split), ratios=ratios, teacher=teach)
+    res = train(final_phase.model, final_phase.train, train_split, val_split, out, resume=resume, callbacks=callbacks,
                 meta={**meta, "ratios": ratios, "teacher_stats": tstats}, objective=final)
     seconds["model"] = time.perf_counter() - t_final
-    return RecipeResult(res, phases, ratios, tstats, seconds)
+    return RecipeResult(res, phases_run, ratios, tstats, seconds)

@@ -108,6 +108,50 @@ def test_bench_train_quick(capsys):
     assert "avparse bf16 (paper step fp32)" in out and "ratio avparse / paper" in out
 
 
+def test_bench_train_recipes_quick(capsys):
+    """`avparse bench train --recipes`: every phase of each recipe timed, each recipe's full run projected
+    with the schedule run_recipe uses at LLP size, and a finite positive ratio to the paper's (figures, not
+    timings, are checked)."""
+    import math
+    import re
+
+    assert bench_train.main(["--quick", "--threads", "1", "--recipes", "teacher,jomold"]) == 0
+    out = capsys.readouterr().out
+    for phase in ("paper: model", "teacher: teacher", "teacher: model", "jomold: estimator", "jomold: model"):
+        assert re.search(rf"^  {phase} +.*ms/step wall .* ms/step CPU; validation", out, re.M), phase
+    phase_lines = {ln.split(" " * 2)[1].strip(): ln for ln in out.splitlines() if "ms/step wall" in ln}
+    assert "labelling" in phase_lines["teacher: teacher"] and "labelling" in phase_lines["jomold: estimator"]
+    assert "labelling" not in phase_lines["paper: model"]
+    proj = {ln.split()[0]: ln for ln in out.splitlines() if ln.startswith("  ") and " min = " in ln}
+    assert set(proj) == {"paper", "teacher", "jomold"}
+    assert "model (40 epochs x 625 steps at batch 16" in proj["paper"]
+    assert "teacher (40 epochs x 625 steps at batch 16" in proj["teacher"] and "labelling pass" in proj["teacher"]
+    assert "estimator (25 epochs x 79 steps at batch 128" in proj["jomold"]
+    ratios = re.findall(r"^ratio (\S+) / paper: ([\d.]+)x \(steps by CPU time: ([\d.]+)x\)$", out, re.M)
+    assert [r[0] for r in ratios] == ["teacher", "jomold"]
+    assert all(math.isfinite(float(x)) and float(x) > 0 for r in ratios for x in r[1:])
+    assert bench_train.main(["--quick", "--threads", "1", "--recipes", "paper,magic"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "unknown recipe 'magic'" in err[0]
+
+
+def test_jomold_keeps_the_settings_given_on_the_command_line(tmp_path):
+    """--recipe jomold runs JoMoLD's optimiser and schedule, except what the command line states."""
+    def cfg(*extra):
+        return train_cli.configs(train_cli.build_parser().parse_args(["--data", str(tmp_path), *extra]))[1]
+
+    j = cfg("--recipe", "jomold")
+    assert (j.batch_size, j.lr, j.seed, j.steps, j.epochs, j.schedule) == (128, 5e-4, 6, 1975, 25, "auto")
+    s = cfg("--recipe", "jomold", "--steps", "60", "--lr-step-steps", "40", "--rounds", "3", "--batch-size", "32")
+    assert (s.schedule, s.steps, s.lr_step_steps, s.rounds, s.batch_size, s.lr) == ("steps", 60, 40, 3, 32, 5e-4)
+    e = cfg("--recipe", "jomold", "--epochs", "2", "--lr", "1e-3", "--seed", "3")
+    assert (e.schedule, e.epochs, e.lr, e.seed, e.batch_size) == ("epochs", 2, 1e-3, 3, 128)
+    p = cfg()
+    assert (p.batch_size, p.lr, p.seed, p.rounds, p.lr_gamma) == (16, 3e-4, 1, 40, 0.1)
+    n = cfg("--recipe", "jomold", "--no-jomold-hparams")
+    assert (n.batch_size, n.lr, n.seed) == (16, 3e-4, 1)
+
+
 def test_bench_train_without_a_gpu_says_so(capsys):
     import torch
 

@@ -23,9 +23,10 @@ from avparse.train.evaluate import predict_outputs
 from avparse.train.featgen import PlantedSpec, _dense_rows, _write_weak, make_videos
 from avparse.train.llp import LLP_FILES
 from avparse.train.pack import pack_split
+from avparse.train.denoising import alignment_nce, joint_modal_drop
 from avparse.train.recipes import (
-    DenoisingObjective, JoMoLDConfig, RecipeConfig, TeacherConfig, alignment_nce, joint_modal_drop,
-    jomold_train_config, noise_ratios, run_recipe, teacher_labels,
+    DenoisingObjective, EstimatorObjective, JoMoLDConfig, RecipeConfig, TeacherConfig, jomold_train_config,
+    noise_ratios, recipe_objective, recipe_phases, run_recipe, teacher_labels,
 )
 from avparse.train.trainer import TrainConfig
 
@@ -97,6 +98,39 @@ def test_jomold_hyper_parameters_are_its_code():
     assert (t.steps, t.lr_step_steps, t.rounds) == (25 * 79, 6 * 79, 25)   # LLP: ceil(10,000 / 128) = 79 per epoch
     assert (t.select_metric, t.gate, t.num_threads) == ("evt_a", "modality", 1)
     assert (t.loss.eps_a, t.loss.eps_v) == pytest.approx((0.0, 0.1))
+
+
+def test_recipe_phases_at_llp_size_and_on_small_data():
+    """What run_recipe runs (it takes its settings from recipe_phases): on LLP's 10,000 clips the paper's
+    epochs (40 x 625 at batch 16) for the paper's recipe and both runs of the teacher recipe, JoMoLD's 25 x 79
+    steps at batch 128 for its estimator and its model; on 420 clips the same counted in steps."""
+    base = TrainConfig(num_threads=1, schedule="auto")
+    han = HANConfig()
+    (paper,) = recipe_phases(RecipeConfig(), han, base, 10_000)
+    assert (paper.name, paper.objective, paper.train.schedule, paper.total_steps(10_000)) == \
+        ("model", "paper", "epochs", 25_000)
+    assert paper.validations() == 40 and paper.model == han and not paper.labels_training_clips
+    teacher, student = recipe_phases(RecipeConfig(recipe="teacher"), han, base, 10_000)
+    assert (teacher.name, teacher.model.temporal, teacher.objective, teacher.labels_training_clips) == \
+        ("teacher", "none", "paper", True)
+    assert (student.model, student.objective) == (han, "teacher")
+    assert teacher.total_steps(10_000) == student.total_steps(10_000) == 25_000
+    est, final = recipe_phases(RecipeConfig(recipe="jomold"), han, base, 10_000)
+    assert (est.name, est.model.cross_attention, est.model.visual_head_dropout, est.objective) == \
+        ("estimator", False, 0.5, "jomold-estimator")
+    assert (final.model.cross_attention, final.model.visual_head_dropout, final.objective) == (True, 0.5, "jomold")
+    for ph in (est, final):
+        assert (ph.train.batch_size, ph.train.schedule, ph.total_steps(10_000), ph.validations()) == \
+            (128, "epochs", 1_975, 25)
+    small = recipe_phases(RecipeConfig(recipe="jomold"), han, base, 420)
+    assert all((ph.train.schedule, ph.total_steps(420)) == ("steps", 1_975) for ph in small)
+    assert recipe_phases(RecipeConfig(recipe="teacher"), han, base, 420)[1].total_steps(420) == 25_000
+    # the objectives run_recipe builds from them
+    assert isinstance(recipe_objective(RecipeConfig(recipe="jomold"), est, base, 10_000), EstimatorObjective)
+    obj = recipe_objective(RecipeConfig(recipe="jomold"), final, base, 10_000, ratios={"audio": [0.1], "visual": [0.2]})
+    assert isinstance(obj, DenoisingObjective) and obj.warm_steps == pytest.approx(0.9 / 25 * 1_975)
+    with pytest.raises(ValueError, match="noise ratios exactly"):
+        recipe_objective(RecipeConfig(recipe="jomold"), final, base, 10_000)
 
 
 def test_joint_modal_drop_follows_the_ranking():
