@@ -28,9 +28,8 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
-from .sockets import release
+from .sockets import KeyFileError, check_allow_list, release
 
 
 class ProxyError(RuntimeError):
@@ -97,8 +96,11 @@ class Proxy:
                 self._auth = ThreadAuthenticator(self._ctx)
                 self._auth.start()
                 loc = cfg.curve_allow_dir if cfg.curve_allow_dir else zmq.auth.CURVE_ALLOW_ANY
-                if cfg.curve_allow_dir and not Path(cfg.curve_allow_dir).is_dir():
-                    raise ProxyError(f"CURVE allow-list folder {cfg.curve_allow_dir} not found")
+                if cfg.curve_allow_dir:
+                    try:
+                        check_allow_list(cfg.curve_allow_dir)
+                    except KeyFileError as e:
+                        raise ProxyError(str(e)) from None
                 self._auth.configure_curve(domain="*", location=loc)
                 xpub.curve_secretkey, xpub.curve_publickey, xpub.curve_server = secret, public, True
             try:

@@ -41,7 +41,7 @@ from pathlib import Path
 from avparse.core.events import Event
 from avparse.stream import wire
 
-from .sockets import release
+from .sockets import KeyFileError, check_allow_list, release
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_SNAPSHOT = "tcp://127.0.0.1:5557"
@@ -66,6 +66,25 @@ class PublisherConfig:
     max_request: int = wire.MAX_REQUEST  # bytes: larger snapshot requests make ZeroMQ drop the peer
 
 
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if it is one this project binds or connects (``tcp://HOST:PORT`` with a port
+    from 0 to 65535 or ``*``, ``ipc://PATH``, ``inproc://NAME``), else a PublisherError saying
+    what is wrong (libzmq itself takes ``tcp://127.0.0.1:99999`` and binds some other port)."""
+    if not isinstance(endpoint, str):
+        raise PublisherError(f"{endpoint!r} is not an endpoint (endpoints look like tcp://HOST:PORT)")
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise PublisherError(f"{endpoint!r} is not an endpoint (endpoints look like tcp://HOST:PORT, "
+                             f"ipc://PATH or inproc://NAME)")
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host:
+            raise PublisherError(f"{endpoint!r} names no port (endpoints look like tcp://HOST:PORT)")
+        if port != "*" and not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+            raise PublisherError(f"{endpoint!r}: the port must be a number from 0 to 65535 or *, got {port!r}")
+    return endpoint
+
+
 def _sanitize_name(s: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.:/@\[\]-]", "_", s)[:128] or "avparse"
 
@@ -73,6 +92,10 @@ def _sanitize_name(s: str) -> str:
 def _bind(sock, endpoint: str, what: str) -> str:
     import zmq
 
+    try:
+        check_endpoint(endpoint)
+    except PublisherError as e:
+        raise PublisherError(f"cannot bind the {what} socket: {e}") from None
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:
@@ -87,8 +110,13 @@ def _bind(sock, endpoint: str, what: str) -> str:
 class Publisher:
     """Event sink publishing over ZeroMQ. Use as a context manager or call open()/close()."""
 
-    def __init__(self, config: PublisherConfig = PublisherConfig(), *, context=None, clock=time.time):
+    def __init__(self, config: PublisherConfig = PublisherConfig(), *, context=None, clock=time.time,
+                 on_fault=None):
+        """``on_fault(message)``: called once per failure of a part of the publisher that the live
+        stream survives (the event log could not be written), from the thread that saw it."""
         self.config = config
+        self._on_fault = on_fault
+        self.failures: list[str] = []   # those failures, in order (also in the stats this sink publishes)
         self._clock = clock
         self._ctx_given = context
         self._ctx = None
@@ -103,13 +131,13 @@ class Publisher:
         self._tseq: dict[bytes, int] = {}                 # topic -> last tseq
         self._open: dict[tuple, tuple[Event, bytes, bytes]] = {}  # event key -> (onset, topic, body)
         self._last_media: dict[str, float] = {}           # stream -> latest media time seen
-        self._log = None
+        self._log = None                                  # fd of the event log (O_APPEND), None: no log
         self._thread = None
         self._stopping = threading.Event()
         self._wake_r = self._wake_w = None
         self._hb_due = 0.0
         self.counters = dict(published=0, events=0, heartbeats=0, stats=0, snapshots=0,
-                             bad_requests=0, encode_errors=0, send_dropped=0)
+                             bad_requests=0, encode_errors=0, send_dropped=0, log_errors=0)
         self._closed = False
         self._drop = 0  # see drop_next()
 
@@ -148,7 +176,12 @@ class Publisher:
                 p = Path(cfg.log_path)
                 if p.parent and not p.parent.is_dir():
                     raise PublisherError(f"cannot write the event log {p}: folder {p.parent} does not exist")
-                self._log = open(p, "a", encoding="utf-8")
+                if p.is_dir():
+                    raise PublisherError(f"cannot write the event log {p}: it is a folder; give a file path")
+                try:
+                    self._log = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                except OSError as e:
+                    raise PublisherError(f"cannot write the event log {p}: {e.strerror}") from None
         except BaseException:
             self._teardown()
             raise
@@ -184,10 +217,11 @@ class Publisher:
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         if cfg.curve_allow_dir:
-            d = Path(cfg.curve_allow_dir)
-            if not d.is_dir() or not any(d.glob("*.key")):
-                raise PublisherError(f"CURVE allow-list folder {d} has no *.key public key files")
-            self._auth.configure_curve(domain="*", location=str(d))
+            try:
+                check_allow_list(cfg.curve_allow_dir)
+            except KeyFileError as e:
+                raise PublisherError(str(e)) from None
+            self._auth.configure_curve(domain="*", location=str(cfg.curve_allow_dir))
         else:
             self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
         return public, secret
@@ -223,7 +257,10 @@ class Publisher:
         release((self._xpub, self._router), self._auth, self._ctx, self._ctx_given)
         self._xpub = self._router = self._auth = self._ctx = None
         if self._log is not None:
-            self._log.close()
+            try:
+                os.close(self._log)
+            except OSError:
+                pass  # a failed close loses nothing: every line was written (or truncated away) already
             self._log = None
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
@@ -247,6 +284,8 @@ class Publisher:
                 return
             topic = wire.topic("stats")
             seq, tseq = self._seq + 1, self._tseq.get(topic, 0) + 1
+            if self.failures:
+                d = dict(d, publisher_faults=list(self.failures[-5:]))
             try:
                 frames = wire.encode_stats(d, publisher=self.name, session=self.session, seq=seq,
                                            tseq=tseq, wall_time=self._clock())
@@ -298,12 +337,43 @@ class Publisher:
         self._last_media[event.stream] = max(self._last_media.get(event.stream, event.media_time),
                                              event.media_time, event.decided_at)
         if self._log is not None:
-            self._log.write(body.decode("utf-8") + "\n")
-            self._log.flush()
-            if self.config.fsync:
-                os.fsync(self._log.fileno())
+            self._write_log_locked(body + b"\n", seq)
         self._queue_locked((topic, body))
         self.counters["events"] += 1
+
+    def _write_log_locked(self, line: bytes, seq: int) -> None:
+        """Append one whole line to the log. A failure (full disk, file size limit, I/O error)
+        cuts the partial line away, closes the log and is reported once; publishing goes on."""
+        fd, start = self._log, None
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            done = 0
+            while done < len(line):
+                done += os.write(fd, line[done:])
+            if self.config.fsync:
+                os.fsync(fd)
+        except OSError as e:
+            if start is not None:
+                try:
+                    os.ftruncate(fd, start)  # never a partial line (a device cannot be truncated: ignored)
+                except OSError:
+                    pass
+            self._log = None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            self.counters["log_errors"] += 1
+            self._fault(f"the event log {self.config.log_path} failed at seq {seq}: {e.strerror or e}; "
+                        f"events from seq {seq} on are published but not logged")
+
+    def _fault(self, message: str) -> None:
+        self.failures.append(message)
+        if self._on_fault is not None:
+            try:
+                self._on_fault(message)
+            except Exception:
+                pass
 
     def _enqueue_heartbeat_locked(self) -> None:
         t = wire.topic("heartbeat")

@@ -296,12 +296,16 @@ def publisher_config(publish: dict):
                            heartbeat_interval=float(publish.get("heartbeat", d.heartbeat_interval)))
 
 
-def open_publisher(publish: dict, hint: str = ""):
-    """Open the Publisher (a busy port fails here, before the model loads)."""
+def open_publisher(publish: dict, hint: str = "", prog: str = "avparse"):
+    """Open the Publisher (a busy port fails here, before the model loads). A failure the live
+    stream survives (the event log cannot be written) is one warning line on stderr, once."""
     from avparse.stream.publisher import Publisher, PublisherError
 
+    def warn(message: str) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+
     try:
-        return Publisher(publisher_config(publish)).open()
+        return Publisher(publisher_config(publish), on_fault=warn).open()
     except PublisherError as e:
         raise UserError(f"{e}{hint}") from None
 

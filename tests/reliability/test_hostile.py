@@ -1,0 +1,285 @@
+"""Hostile peers, full disks and absurd settings (issue 18): each attack of the audit reproduced on
+loopback, bounded in time and count, stopping by itself. Processes that a regression could blow up
+run in a subprocess under an address-space limit (RLIMIT_AS), so that a regression fails the test
+instead of taking the machine's memory."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+zmq = pytest.importorskip("zmq")
+
+from avparse.core.events import Event  # noqa: E402
+from avparse.stream import wire  # noqa: E402
+from avparse.stream.publisher import Publisher, PublisherConfig  # noqa: E402
+from avparse.tools import run as run_tool  # noqa: E402
+
+ANY = "tcp://127.0.0.1:*"
+GIB = 1 << 30
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def ev(kind, label, t=1.0, stream="cam1"):
+    return Event(kind=kind, stream=stream, label=label, modality="audio", media_time=t, score=0.9,
+                 decided_at=t, reason="ended" if kind == "offset" else "",
+                 onset_time=t - 0.5 if kind == "offset" else None)
+
+
+def limits(*, address_space: int | None = None, file_size: int | None = None, nofile: int | None = None):
+    """A preexec_fn setting resource limits in the child (soft and hard alike, except NOFILE's hard
+    limit, which stays where it is unless ``nofile`` is a pair)."""
+    def apply():
+        if address_space is not None:
+            resource.setrlimit(resource.RLIMIT_AS, (address_space, address_space))
+        if file_size is not None:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (file_size, file_size))
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, nofile if isinstance(nofile, tuple) else (nofile, nofile))
+    return apply
+
+
+class Proc:
+    """``avparse ARGS`` in a subprocess; stderr lines collected by a thread (waits are bounded)."""
+
+    def __init__(self, *args, preexec=None, cwd=None):
+        env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+        self.p = subprocess.Popen([sys.executable, "-m", "avparse.tools.cli", *args], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True, env=env, preexec_fn=preexec, cwd=cwd)
+        self.out, self.err = [], []
+        self._q: queue.Queue = queue.Queue()
+        for stream, sink in ((self.p.stdout, self.out), (self.p.stderr, self.err)):
+            threading.Thread(target=self._read, args=(stream, sink), daemon=True).start()
+
+    def _read(self, stream, sink):
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+            self._q.put(line)
+
+    def wait_err(self, text: str, timeout: float = 60.0) -> str:
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            for line in list(self.err) + list(self.out):
+                if text in line:
+                    return line
+            try:
+                self._q.get(timeout=0.1)
+            except queue.Empty:
+                if self.p.poll() is not None and self._q.empty():
+                    break
+        raise AssertionError(f"no line with {text!r} in {timeout} s; err={self.err[-5:]} out={self.out[-5:]}")
+
+    def kill(self):
+        if self.p.poll() is None:
+            self.p.kill()
+            self.p.wait(10)
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A lite-profile checkpoint with a small random HAN over the generated scenes' classes."""
+    torch = pytest.importorskip("torch")
+    from avparse.core.checkpoint import save_checkpoint
+    from avparse.core.han import HANConfig, build_han
+    from avparse.core.profiles import LITE
+    from avparse.train.synth import SYNTH_CLASSES
+
+    torch.manual_seed(0)
+    cfg = HANConfig(audio_dim=LITE.audio_dim, v2d_dim=LITE.v2d_dim, v3d_dim=LITE.v3d_dim,
+                    frames_per_snippet=LITE.frames_per_snippet, d_model=32, dim_feedforward=32,
+                    num_classes=len(SYNTH_CLASSES))
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, build_han(cfg).eval(), classes=SYNTH_CLASSES, profile=LITE)
+    return path
+
+
+def whole_json_lines(path: Path) -> list[dict]:
+    data = path.read_bytes()
+    assert not data or data.endswith(b"\n"), "the log ends in a cut line"
+    return [json.loads(line) for line in data.splitlines()]
+
+
+# ------------------------------------------------------------------ 4. absurd settings
+@pytest.mark.parametrize("text, key", [
+    ("hop = 1e-9\n", "hop: must be a number of seconds from 0.05 to 1"),
+    ("hop = 0.0\n", "hop: must be"),
+    ("window = 1000000000\n", "window: must be whole snippets from 1 to 64"),
+    ("lookahead = 100000\n", "lookahead: must be"),
+    ("max_batch = 100000000\n", "max_batch: must be"),
+    ("duration = 1e300\n", "duration: must be"),
+    ("min_on = 1e300\n", "min_on: must be"),
+    ("on = -1\n", "on: must be a probability"),
+    ("[publish]\nheartbeat = 1e-7\n", "publish.heartbeat: must be a number of seconds from 0.01"),
+    ("[publish]\nheartbeat = 1e9\n", "publish.heartbeat: must be"),
+    ('[publish]\npub = "tcp://127.0.0.1:99999"\n', "publish.pub: 'tcp://127.0.0.1:99999': the port must be"),
+    ('[publish]\nsnapshot = "tcp://127.0.0.1"\n', "publish.snapshot: 'tcp://127.0.0.1' names no port"),
+    ('[publish]\npub = "udp://127.0.0.1:5"\n', "publish.pub: 'udp://127.0.0.1:5' is not an endpoint"),
+    ('[publish]\nlog = "{tmp}"\n', "publish.log: '{tmp}' is a folder"),
+    ('[publish]\nlog = "{tmp}/no/such/dir/ev.jsonl"\n', "does not exist"),
+])
+def test_absurd_settings_are_one_line_naming_the_key_and_range(tmp_path, capsys, text, key):
+    """Every setting has a range, checked before anything starts (the model path does not even
+    exist here: nothing was loaded)."""
+    f = tmp_path / "streams.toml"
+    f.write_text(text.format(tmp=tmp_path) + '[[stream]]\nname = "a"\nscene = 1\n')
+    assert run_tool.main(["--config", str(f), "--model", str(tmp_path / "none.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(f) in err[0] and key.format(tmp=tmp_path) in err[0], err
+
+
+@pytest.mark.parametrize("flags, key", [
+    (["--hop", "1e-9"], "--hop must be"), (["--window", "1000000000"], "--window must be"),
+    (["--max-batch", "0"], "--max-batch must be"), (["--duration", "nan"], "--duration must be"),
+    (["--pub", "tcp://127.0.0.1:99999"], "--pub 'tcp://127.0.0.1:99999': the port must be"),
+    (["--log", "/"], "--log '/' is a folder"),
+])
+def test_absurd_flags_are_one_line_naming_the_flag(tmp_path, capsys, flags, key):
+    assert run_tool.main(["--scene", "--model", str(tmp_path / "none.pt"), *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and key in err[0], err
+
+
+@pytest.mark.slow
+def test_sigterm_is_honoured_within_two_seconds_at_the_extremes_of_every_range(tiny_ckpt, tmp_path):
+    """The most expensive settings the ranges allow (the smallest hop, the largest window,
+    lookahead and batch, the fastest heartbeat, an hour-long scene replayed 1000 times faster than
+    real time), under a 6 GiB address-space limit: the run stays under it, and SIGTERM ends it
+    within two seconds with exit 0 and a whole log, even while an extractor batch is running."""
+    log = tmp_path / "ev.jsonl"
+    f = tmp_path / "x.toml"
+    f.write_text(f'hop = 0.05\nwindow = 64\nlookahead = 63\nmax_batch = 256\non = 0.05\n'
+                 f'[publish]\nheartbeat = 0.01\npub = "{ANY}"\nsnapshot = "{ANY}"\nlog = "{log}"\n'
+                 f'[[stream]]\nname = "a"\nscene = 1\nscene_duration = 3600\nspeed = 1000\n')
+    run = Proc("run", "--config", str(f), "--model", str(tiny_ckpt), preexec=limits(address_space=6 * GIB))
+    try:
+        run.wait_err("publishing a on", timeout=90)
+        time.sleep(4.0)
+        assert run.p.poll() is None, run.err
+        t0 = time.monotonic()
+        run.p.send_signal(signal.SIGTERM)
+        rc = run.p.wait(10)
+        took = time.monotonic() - t0
+    finally:
+        run.kill()
+    time.sleep(0.2)
+    assert rc == 0 and took < 2.0, (rc, took, run.err)
+    assert not [x for x in run.err if "Traceback" in x or "MemoryError" in x], run.err
+    whole_json_lines(log)
+
+
+# ------------------------------------------------------------------ 3. a full disk
+def _sub(endpoint, prefix=b"avp."):
+    s = zmq.Context.instance().socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVHWM, 100000)
+    s.connect(endpoint)
+    s.setsockopt(zmq.SUBSCRIBE, prefix)
+    return s
+
+
+def _wait_joined(pub: Publisher, sub, timeout=10.0) -> None:
+    """Until ``sub`` receives a heartbeat (the subscription has reached the publisher)."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if sub.poll(100):
+            t, _ = sub.recv_multipart()
+            if t == wire.topic("heartbeat"):
+                return
+    raise AssertionError("the subscriber never joined")
+
+
+def _drain(sub, quiet=0.5, limit=5.0) -> list[dict]:
+    """What ``sub`` receives until ``quiet`` seconds without a message other than a heartbeat, or
+    ``limit`` seconds in all."""
+    out, end = [], time.monotonic() + limit
+    last = time.monotonic()
+    while time.monotonic() < end and time.monotonic() - last < quiet:
+        if sub.poll(50):
+            m = json.loads(sub.recv_multipart()[1])
+            out.append(m)
+            if m["type"] != "heartbeat":
+                last = time.monotonic()
+    return out
+
+
+def test_a_log_on_a_full_device_costs_the_live_stream_nothing(tmp_path):
+    """The event log on /dev/full (every write fails with ENOSPC): every event is still published
+    (no seq gap at a subscriber), the failure is reported once (on_fault, ``failures``, the
+    stats) and close() is clean."""
+    said = []
+    pub = Publisher(PublisherConfig(pub=ANY, snapshot=None, log_path="/dev/full", heartbeat_interval=0.05),
+                    on_fault=said.append).open()
+    sub = _sub(pub.pub_endpoint)
+    try:
+        _wait_joined(pub, sub)
+        for i in range(30):
+            pub.emit(ev("onset" if i % 2 == 0 else "offset", "Speech", t=1.0 + i))
+        pub.stats({"x": 1})
+        got = _drain(sub)
+    finally:
+        pub.close()
+        sub.close()
+    seqs = [m["seq"] for m in got]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a seq gap at the subscriber"
+    assert sum(m["type"] in ("onset", "offset") for m in got) == 30
+    assert len(said) == 1 and "/dev/full" in said[0] and "No space left" in said[0], said
+    assert pub.failures == said and pub.counters["log_errors"] == 1
+    stats = [m for m in got if m["type"] == "stats"][-1]
+    assert stats["stats"]["publisher_faults"] == said
+
+
+@pytest.mark.slow
+def test_run_with_its_log_over_the_file_size_limit_keeps_publishing(tiny_ckpt, tmp_path):
+    """`avparse run` under `ulimit -f 4` (RLIMIT_FSIZE 4096 bytes: the disk is full after a dozen
+    lines): a subscriber sees every message without a seq gap, stderr holds exactly one warning
+    naming the log while running and no traceback, the log holds only whole lines (those before the
+    failure), and the run ends by itself with exit 1 saying why."""
+    pub_ep = f"tcp://127.0.0.1:{free_port()}"
+    log = tmp_path / "ev.jsonl"
+    f = tmp_path / "x.toml"
+    f.write_text(f'on = 0.3\nduration = 8\n[publish]\npub = "{pub_ep}"\nsnapshot = false\nlog = "{log}"\n'
+                 f'[[stream]]\nname = "a"\nscene = 3\nscene_duration = 60\nspeed = 8\n')
+    sub = _sub(pub_ep)
+    run = Proc("run", "--config", str(f), "--model", str(tiny_ckpt),
+               preexec=limits(file_size=4096, address_space=6 * GIB))
+    got = []
+    try:
+        end = time.monotonic() + 90
+        while time.monotonic() < end and run.p.poll() is None:
+            if sub.poll(100):
+                got.append(json.loads(sub.recv_multipart()[1]))
+        got += _drain(sub, 0.3)
+        rc = run.p.wait(10)
+    finally:
+        run.kill()
+        sub.close()
+    time.sleep(0.2)
+    assert rc == 1, (rc, run.err)
+    warnings = [x for x in run.err if "warning:" in x]
+    assert len(warnings) == 1 and str(log) in warnings[0] and "File too large" in warnings[0], run.err
+    assert not [x for x in run.err if "Traceback" in x or "Error" in x.split(":")[0]], run.err
+    assert "exit 1: the event log failed" in run.err[-1]
+    seqs = [m["seq"] for m in got]
+    assert seqs and seqs == list(range(seqs[0], seqs[0] + len(seqs))), "a seq gap at the subscriber"
+    failed_at = int(warnings[0].split("failed at seq ")[1].split(":")[0])
+    after = [m for m in got if m["type"] in ("onset", "offset") and m["seq"] > failed_at]
+    assert after, "no event was published after the log failed"
+    logged = whole_json_lines(log)
+    assert logged and all(m["seq"] < failed_at for m in logged) and log.stat().st_size <= 4096
+    assert logged == [m for m in got if m["type"] in ("onset", "offset") and m["seq"] < failed_at][-len(logged):]
