@@ -17,6 +17,16 @@ def release(sockets, auth, ctx, ctx_given, *, linger: int | None = None) -> None
         ctx.term()
 
 
+def is_z85_key(key) -> bool:
+    """True for a CURVE key in Z85 text: 40 characters that decode to 32 bytes."""
+    from zmq.utils import z85
+
+    try:
+        return len(key) == 40 and len(z85.decode(key)) == 32
+    except Exception:  # z85.decode raises ValueError, KeyError or struct.error on bad text
+        return False
+
+
 class KeyFileError(ValueError):
     """A CURVE key file that cannot be used (its message names the file)."""
 
@@ -29,7 +39,6 @@ def check_allow_list(folder) -> int:
     from pathlib import Path
 
     import zmq.auth
-    from zmq.utils import z85
 
     d = Path(folder)
     if not d.is_dir():
@@ -40,7 +49,7 @@ def check_allow_list(folder) -> int:
     for f in files:
         try:
             public, _ = zmq.auth.load_certificate(str(f))
-            if not public or len(public) != 40 or len(z85.decode(public)) != 32:
+            if not public or not is_z85_key(public):
                 raise ValueError("not a 40-character Z85 public key")
         except (ValueError, OSError, UnicodeDecodeError, KeyError, IndexError, TypeError) as e:
             raise KeyFileError(f"CURVE allow-list key file {f} is not a public key file ({e}); "

@@ -159,8 +159,16 @@ def check_media(path: str, what: str = "") -> None:
     """A URL (FFmpeg reads it) or a file that exists, else a UserError naming it."""
     from avparse.core.media import is_url
 
-    if not (is_url(path) or Path(path).is_file()):
-        raise UserError(f"{what}{path}: no such media file")
+    if is_url(path) or Path(path).is_file():
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what}{path}: is a folder, not a media file")
+    if p.exists():
+        kind = "a named pipe (FIFO)" if p.is_fifo() else "a device or socket" if (
+            p.is_char_device() or p.is_block_device() or p.is_socket()) else "not a regular file"
+        raise UserError(f"{what}{path}: is {kind}, not a media file (give a file or a URL)")
+    raise UserError(f"{what}{path}: no such media file")
 
 
 @contextlib.contextmanager

@@ -283,3 +283,86 @@ def test_run_with_its_log_over_the_file_size_limit_keeps_publishing(tiny_ckpt, t
     logged = whole_json_lines(log)
     assert logged and all(m["seq"] < failed_at for m in logged) and log.stat().st_size <= 4096
     assert logged == [m for m in got if m["type"] in ("onset", "offset") and m["seq"] < failed_at][-len(logged):]
+
+
+# ------------------------------------------------------------------ 5. one bad key file
+@pytest.fixture
+def keys(tmp_path):
+    from avparse.tools import keys as keys_tool
+
+    assert keys_tool.main([str(tmp_path / "srv"), "--name", "server"]) == 0
+    assert keys_tool.main([str(tmp_path / "cli"), "--name", "alice"]) == 0
+    allow = tmp_path / "allow"
+    allow.mkdir()
+    (allow / "alice.key").write_bytes((tmp_path / "cli" / "alice.key").read_bytes())
+    return tmp_path
+
+
+@pytest.mark.parametrize("bad", ["garbage\n", 'metadata\ncurve\n    public-key = "tooshort"\n',
+                                 'curve\n    public-key = "' + "#" * 40 + '"\n', "\xff\xfe binary"])
+def test_one_bad_allow_list_key_file_is_a_one_line_error_naming_it(keys, capsys, bad):
+    """Before: the run started (exit 0) after a library log line and then refused every client,
+    listed ones included. Now: one line naming the file, exit 2, for run and proxy alike."""
+    from avparse.tools import proxy as proxy_tool
+
+    (keys / "allow" / "bad.key").write_text(bad, errors="surrogateescape")
+    common = ["--curve-server-key", str(keys / "srv" / "server.key_secret"), "--curve-allow", str(keys / "allow")]
+    from avparse.stream.publisher import PublisherError
+
+    with pytest.raises(PublisherError, match="bad.key is not a public key file"):
+        Publisher(PublisherConfig(pub=ANY, snapshot=None, curve_secret_key=str(keys / "srv" / "server.key_secret"),
+                                  curve_allow_dir=str(keys / "allow"))).open()
+    assert proxy_tool.main(["--xsub", "tcp://127.0.0.1:1", "--xpub", ANY, *common, "--duration", "0.1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "bad.key is not a public key file" in err[0], err
+
+
+def test_run_with_a_bad_key_file_in_the_allow_list_fails_at_start(keys, tiny_ckpt, capsys):
+    (keys / "allow" / "bad.key").write_text("garbage\n")
+    rc = run_tool.main(["--scene", "--model", str(tiny_ckpt), "--pub", ANY, "--snapshot", "none",
+                        "--curve-server-key", str(keys / "srv" / "server.key_secret"),
+                        "--curve-allow", str(keys / "allow")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(keys / "allow" / "bad.key") in err[0], err
+
+
+def test_listed_clients_are_served_when_every_key_file_is_good(keys):
+    """The control: the same allow-list without the bad file lets alice in."""
+    from avparse.stream.client import CurveClientKeys, Subscriber
+
+    pub = Publisher(PublisherConfig(pub=ANY, snapshot=ANY, heartbeat_interval=0.1,
+                                    curve_secret_key=str(keys / "srv" / "server.key_secret"),
+                                    curve_allow_dir=str(keys / "allow"))).open()
+    curve = CurveClientKeys.from_files(str(keys / "srv" / "server.key"), str(keys / "cli" / "alice.key_secret"))
+    sub = Subscriber(pub.pub_endpoint, snapshot=pub.snapshot_endpoint, curve=curve, types=wire.TYPES).open()
+    try:
+        end = time.monotonic() + 10
+        got = None
+        while time.monotonic() < end and got is None:
+            got = sub.recv(0.2)
+        assert got is not None and got.type == "heartbeat"
+    finally:
+        sub.close()
+        pub.close()
+
+
+def test_listen_with_an_invalid_server_key_names_the_key_file(keys, capsys):
+    from avparse.tools import listen as listen_tool
+
+    bad = keys / "server_bad.key"
+    bad.write_text('curve\n    public-key = "' + "#" * 40 + '"\n')
+    rc = listen_tool.main(["tcp://127.0.0.1:5556", "--curve-server-key", str(bad),
+                           "--curve-client-key", str(keys / "cli" / "alice.key_secret"), "--duration", "0.1"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and str(bad) in err[0] and "endpoint" not in err[0], err
+
+
+def test_parse_of_a_fifo_or_a_folder_says_what_it_is(tmp_path, capsys):
+    from avparse.tools import parse as parse_tool
+
+    fifo = tmp_path / "pipe.mp4"
+    os.mkfifo(fifo)
+    for path, said in ((fifo, "named pipe (FIFO)"), (tmp_path, "is a folder")):
+        assert parse_tool.main([str(path)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and said in err[0] and "no such" not in err[0], err
