@@ -41,6 +41,7 @@ from pathlib import Path
 from avparse.core.events import Event
 from avparse.stream import wire
 
+from .guard import PeerGuard, PeerLimits
 from .sockets import KeyFileError, check_allow_list, release
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
@@ -64,6 +65,7 @@ class PublisherConfig:
     curve_secret_key: str | None = None  # server key file with the secret key (from `avparse keys`): enables CURVE
     curve_allow_dir: str | None = None   # folder of allowed client public keys (*.key); None with CURVE: any client
     max_request: int = wire.MAX_REQUEST  # bytes: larger snapshot requests make ZeroMQ drop the peer
+    peers: PeerLimits = PeerLimits()     # what one peer may cost: subscriptions, handshake time, descriptors
 
 
 def check_endpoint(endpoint: str) -> str:
@@ -122,6 +124,7 @@ class Publisher:
         self._ctx = None
         self._auth = None
         self._xpub = self._router = None
+        self._guards: list[PeerGuard] = []                # the XPUB's, then the ROUTER's
         self.session = uuid.uuid4().hex
         self.name = _sanitize_name(config.name) if config.name else None
         self.pub_endpoint = self.snapshot_endpoint = None
@@ -158,18 +161,25 @@ class Publisher:
             self._xpub.setsockopt(zmq.SNDHWM, cfg.sndhwm)
             self._xpub.setsockopt(zmq.LINGER, cfg.linger_ms)
             self._xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            self._xpub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscriptions only
+            guard = PeerGuard(self._xpub, cfg.peers)
+            guard.configure(curve=bool(server_keys))  # frame size, subscription queue, handshake interval
+            self._guards.append(guard)
             if server_keys:
                 self._curve(self._xpub, server_keys)
             self.pub_endpoint = _bind(self._xpub, cfg.pub, "event (PUB)")
+            guard.start()
             if cfg.snapshot:
                 self._router = self._ctx.socket(zmq.ROUTER)
                 self._router.setsockopt(zmq.LINGER, 0)
                 self._router.setsockopt(zmq.SNDHWM, 100)
                 self._router.setsockopt(zmq.MAXMSGSIZE, cfg.max_request)
+                guard = PeerGuard(self._router, cfg.peers, subscriptions=False)
+                guard.configure()
+                self._guards.append(guard)
                 if server_keys:
                     self._curve(self._router, server_keys)
                 self.snapshot_endpoint = _bind(self._router, cfg.snapshot, "snapshot (ROUTER)")
+                guard.start()
             if self.name is None:
                 self.name = _sanitize_name(f"{_socket.gethostname()}/{self.pub_endpoint}")
             if cfg.log_path:
@@ -254,6 +264,9 @@ class Publisher:
         self._teardown()
 
     def _teardown(self):
+        for g in self._guards:
+            g.close()
+        self._guards = []
         release((self._xpub, self._router), self._auth, self._ctx, self._ctx_given)
         self._xpub = self._router = self._auth = self._ctx = None
         if self._log is not None:
@@ -286,6 +299,10 @@ class Publisher:
             seq, tseq = self._seq + 1, self._tseq.get(topic, 0) + 1
             if self.failures:
                 d = dict(d, publisher_faults=list(self.failures[-5:]))
+            cut = {k: sum(g.counters[k] for g in self._guards) for k in ("dropped_subscriptions", "dropped_idle",
+                                                                        "accept_failed")}
+            if any(cut.values()):
+                d = dict(d, peers_cut=cut)
             try:
                 frames = wire.encode_stats(d, publisher=self.name, session=self.session, seq=seq,
                                            tseq=tseq, wall_time=self._clock())
@@ -403,6 +420,8 @@ class Publisher:
         poller.register(self._wake_r, zmq.POLLIN)
         if self._router is not None:
             poller.register(self._router, zmq.POLLIN)
+        for g in self._guards:
+            poller.register(g.poll_in, zmq.POLLIN)
         interval = self.config.heartbeat_interval
         while True:
             timeout = max(0.0, self._hb_due - time.monotonic())
@@ -413,6 +432,10 @@ class Publisher:
                         pass
                 except BlockingIOError:
                     pass
+            for g in self._guards:
+                if g.poll_in in events:
+                    g.monitor_events()
+                g.maintain()
             if self._xpub in events:
                 self._read_subscriptions(zmq)
             if self._router is not None and self._router in events:
@@ -440,12 +463,15 @@ class Publisher:
                 self.counters["send_dropped"] += 1
 
     def _read_subscriptions(self, zmq):
-        while True:
+        guard = self._guards[0]
+        for _ in range(10 * guard.limits.rcvhwm):  # bounded per wake-up
             try:
-                frame = self._xpub.recv(flags=zmq.NOBLOCK)
+                frame = self._xpub.recv(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if frame[:1] == b"\x01":
+            if not guard.subscription(frame):
+                continue  # its connection went over a limit and was cut
+            if frame.bytes[:1] == b"\x01":
                 # A new subscriber: send a heartbeat soon so its handshake can proceed
                 # (rate-limited, so a flood of subscriptions is no flood of heartbeats).
                 self._hb_due = min(self._hb_due, time.monotonic() + 0.02)
@@ -453,9 +479,11 @@ class Publisher:
     def _serve_snapshots(self, zmq):
         for _ in range(100):  # bounded per wake-up
             try:
-                frames = self._router.recv_multipart(flags=zmq.NOBLOCK)
+                raw = self._router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            self._guards[-1].heard(raw[0])
+            frames = [f.bytes for f in raw]
             if len(frames) < 2:
                 continue
             envelope, rest = [frames[0]], frames[1:]

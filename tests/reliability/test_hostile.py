@@ -23,6 +23,7 @@ zmq = pytest.importorskip("zmq")
 
 from avparse.core.events import Event  # noqa: E402
 from avparse.stream import wire  # noqa: E402
+from avparse.stream.guard import PeerLimits as PeerLimitsDefault  # noqa: E402
 from avparse.stream.publisher import Publisher, PublisherConfig  # noqa: E402
 from avparse.tools import run as run_tool  # noqa: E402
 
@@ -366,3 +367,252 @@ def test_parse_of_a_fifo_or_a_folder_says_what_it_is(tmp_path, capsys):
         assert parse_tool.main([str(path)]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and said in err[0] and "no such" not in err[0], err
+
+
+# ------------------------------------------------------------------ hostile peers: the tools
+PUBLISHER_CHILD = r'''
+import json, os, select, sys, time
+from avparse.core.events import Event
+from avparse.stream.guard import PeerLimits
+from avparse.stream.publisher import Publisher, PublisherConfig
+limits, seconds, pub_ep = json.loads(sys.argv[1]), float(sys.argv[2]), sys.argv[3]
+p = Publisher(PublisherConfig(pub=pub_ep, snapshot="tcp://127.0.0.1:*", heartbeat_interval=0.2,
+                              peers=PeerLimits(**limits))).open()
+print(p.pub_endpoint, p.snapshot_endpoint, flush=True)
+end, i = time.monotonic() + seconds, 0
+while time.monotonic() < end:   # an onset or offset every 50 ms until stdin closes or time is up
+    if select.select([sys.stdin], [], [], 0.05)[0] and not sys.stdin.readline():
+        break
+    t = 1.0 + i
+    p.emit(Event(kind="onset" if i % 2 == 0 else "offset", stream="cam1", label="Speech", modality="audio",
+                 media_time=t, score=0.9, decided_at=t, reason="" if i % 2 == 0 else "ended",
+                 onset_time=None if i % 2 == 0 else t - 1.0))
+    i += 1
+c = dict(p.counters)
+for k in ("dropped_subscriptions", "dropped_idle", "accept_failed"):
+    c[k] = sum(g.counters[k] for g in p._guards)
+p.close()
+print(json.dumps(c), flush=True)
+'''
+
+
+class Child:
+    """A Python child (a publisher or a proxy) under an address-space limit, stopping by itself
+    after ``seconds`` or when its stdin closes; ``rss_mb()`` reads its resident memory."""
+
+    def __init__(self, tmp_path, script: str, *args, address_space=GIB, nofile=None):
+        f = tmp_path / "child.py"
+        f.write_text(script)
+        self.p = subprocess.Popen([sys.executable, str(f), *args], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=limits(address_space=address_space, nofile=nofile))
+        line = self.p.stdout.readline().split()
+        if not line:
+            raise AssertionError(f"child did not start: {self.p.stderr.read()}")
+        self.endpoints = line
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.p.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def finish(self, timeout=20.0) -> dict:
+        try:
+            out, err = self.p.communicate(input="", timeout=timeout)
+        finally:
+            if self.p.poll() is None:
+                self.p.kill()
+                self.p.wait(5)
+        assert self.p.returncode == 0, err
+        return json.loads(out.strip().splitlines()[-1])
+
+
+def zmtp_connect(endpoint: str, *, socket_type: bytes = b"SUB", complete: bool = True) -> socket.socket:
+    """A raw TCP peer that speaks ZMTP 3.0 with the NULL mechanism: the greeting and a READY
+    command as ``socket_type`` (or only the first three bytes of the greeting: ``complete=False``)."""
+    host, port = endpoint.rsplit("//", 1)[1].rsplit(":", 1)
+    s = socket.create_connection((host, int(port)), timeout=5)
+    greeting = b"\xff" + b"\0" * 8 + b"\x7f" + b"\x03\x00" + b"NULL".ljust(20, b"\0") + b"\0" + b"\0" * 31
+    if not complete:
+        s.sendall(greeting[:3])
+        return s
+    s.sendall(greeting)
+    body = b"\x05READY" + b"\x0bSocket-Type" + len(socket_type).to_bytes(4, "big") + socket_type
+    s.sendall(b"\x04" + bytes([len(body)]) + body)
+    return s
+
+
+def zmtp_frame(body: bytes) -> bytes:
+    """One ZMTP 3.0 message frame (the last of its message)."""
+    if len(body) < 256:
+        return b"\x00" + bytes([len(body)]) + body
+    return b"\x02" + len(body).to_bytes(8, "big") + body
+
+
+def flood(endpoint: str, *, connections: int, subscriptions: int, size: int, seed: int = 0,
+          hold: float = 1.0) -> int:
+    """``connections`` raw peers, each sending ``subscriptions`` distinct random subscriptions of
+    ``size`` bytes as fast as TCP takes them; returns how many bytes went out (a peer that the
+    publisher cuts stops there). The peers stay ``hold`` seconds, then are closed."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    sent, peers = 0, []
+    try:
+        for _ in range(connections):
+            s = zmtp_connect(endpoint)
+            peers.append(s)
+            blob = b"".join(zmtp_frame(b"\x01" + rng.bytes(size)) for _ in range(subscriptions))
+            try:
+                s.sendall(blob)
+                sent += len(blob)
+            except OSError:  # cut by the publisher
+                pass
+        time.sleep(hold)
+    finally:
+        for s in peers:
+            s.close()
+    return sent
+
+
+def watch(endpoint: str, seconds: float, *, prefix=b"avp.", during=None):
+    """A well-behaved subscriber for ``seconds`` while ``during()`` runs in a thread: returns the
+    event bodies it received, their latencies (receipt - the publisher's wall_time) and what
+    ``during`` returned."""
+    sub = _sub(endpoint, prefix)
+    got, lat, result = [], [], {}
+    try:
+        end = time.monotonic() + 10
+        while time.monotonic() < end and not got:  # joined: the first event arrived
+            if sub.poll(100):
+                m = json.loads(sub.recv_multipart()[1])
+                if m["type"] in ("onset", "offset"):
+                    got.append(m)
+        assert got, "the subscriber never received an event"
+        th = None
+        if during is not None:
+            th = threading.Thread(target=lambda: result.setdefault("r", during()), daemon=True)
+            th.start()
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            if sub.poll(50):
+                m = json.loads(sub.recv_multipart()[1])
+                if m["type"] in ("onset", "offset"):
+                    got.append(m)
+                    lat.append(time.time() - m["wall_time"])
+        if th is not None:
+            th.join(30)
+    finally:
+        sub.close()
+    return got, lat, result.get("r")
+
+
+def p99(xs):
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(0.99 * len(xs)))] if xs else float("nan")
+
+
+def assert_no_gap(got):
+    seqs = [m["seq"] for m in got]
+    tseq = [m["tseq"] for m in got if m["type"] == "onset"]
+    assert tseq == list(range(tseq[0], tseq[0] + len(tseq))), "an onset was lost"
+    assert seqs == sorted(seqs)
+
+
+# ------------------------------------------------------------------ 1. subscription flood
+@pytest.mark.parametrize("connections, subscriptions, size", [
+    (1, 10000, 1000),    # the audit's attack: 10,000 subscriptions of 1,000 bytes on one connection
+    (1, 10000, 95),      # as many of the longest frame the publisher reads (96 bytes)
+    (40, 300, 95),       # spread over 40 connections (12,000 in all)
+], ids=["10k_x_1000B", "10k_x_95B", "40conn_x_300_x_95B"])
+def test_subscription_flood_is_bounded_per_peer_and_in_all(tmp_path, connections, subscriptions, size):
+    """A publisher (in a child process under a 1 GiB address-space limit) attacked with floods of
+    valid subscriptions over raw ZMTP: its memory stays within 100 MB of where it was (the audit
+    measured +479 MB for the first case), the attacking connections are cut, and a well-behaved
+    subscriber loses no event and keeps its latency p99 under 1 s."""
+    child = Child(tmp_path, PUBLISHER_CHILD, "{}", "60", ANY)
+    try:
+        pub_ep = child.endpoints[0]
+        time.sleep(0.5)
+        before = child.rss_mb()
+        got, lat, sent = watch(pub_ep, 4.0, during=lambda: flood(pub_ep, connections=connections,
+                                                                  subscriptions=subscriptions, size=size))
+        after = child.rss_mb()
+        counters = child.finish()
+    finally:
+        if child.p.poll() is None:
+            child.p.kill()
+    assert after - before < 100, (before, after)
+    if size <= 95:  # (a 1,000-byte frame makes ZeroMQ itself drop the peer, uncounted)
+        assert counters["dropped_subscriptions"] >= 1, counters
+    assert_no_gap(got)
+    assert len(got) >= 40 and p99(lat) < 1.0, (len(got), p99(lat))
+
+
+def test_a_publisher_keeps_a_subscriber_with_many_legitimate_subscriptions(tmp_path):
+    """The limit is no limit for real use: a Subscriber filtering by 20 streams is served."""
+    pub = Publisher(PublisherConfig(pub=ANY, snapshot=None, heartbeat_interval=0.1)).open()
+    s = zmq.Context.instance().socket(zmq.SUB)
+    s.setsockopt(zmq.LINGER, 0)
+    s.connect(pub.pub_endpoint)
+    for i in range(20):
+        for t in ("onset", "offset"):
+            s.setsockopt(zmq.SUBSCRIBE, wire.topic(t, f"cam{i}"))
+    s.setsockopt(zmq.SUBSCRIBE, wire.topic("heartbeat"))
+    try:
+        _wait_joined(pub, s)
+        for i in range(20):
+            pub.emit(ev("onset", "Dog", stream=f"cam{i}"))
+        got = [m for m in _drain(s) if m["type"] == "onset"]
+        assert len(got) == 20
+        assert sum(g.counters["dropped_subscriptions"] for g in pub._guards) == 0
+    finally:
+        s.close()
+        pub.close()
+
+
+# ------------------------------------------------------------------ 2. one subscriber and the proxy
+def test_one_subscriber_cannot_break_the_proxy_for_the_others(tmp_path):
+    """Before: a SUB that subscribed to a 2,004-byte prefix at the proxy made the runtime drop the
+    proxy's connection (its limit is smaller), again at every reconnection: every proxy subscriber
+    lost messages for as long as it stayed. Now the proxy refuses what its upstream would refuse
+    (longer than any topic: the proxy drops that subscriber itself; not a topic prefix: not sent
+    up; more distinct ones than the runtime allows one peer: not sent up), and a subscriber of
+    the proxy loses nothing while the attackers stay."""
+    from avparse.stream.proxy import Proxy, ProxyConfig
+
+    child = Child(tmp_path, PUBLISHER_CHILD, "{}", "60", ANY)
+    proxy = Proxy(ProxyConfig(xsub=(child.endpoints[0],), xpub=ANY)).start()
+    ctx = zmq.Context.instance()
+    attackers = []
+
+    def attack():
+        big = ctx.socket(zmq.SUB)  # the audit's attacker
+        big.setsockopt(zmq.LINGER, 0)
+        big.connect(proxy.xpub_endpoint)
+        big.setsockopt(zmq.SUBSCRIBE, b"avp." + b"x" * 2000)
+        attackers.append(big)
+        many = ctx.socket(zmq.SUB)  # 200 distinct real-looking topics (over the runtime's 64 per peer)
+        many.setsockopt(zmq.LINGER, 0)
+        many.connect(proxy.xpub_endpoint)
+        for i in range(60):
+            many.setsockopt(zmq.SUBSCRIBE, wire.topic("onset", f"s{i}"))
+        attackers.append(many)
+        junk = zmtp_connect(proxy.xpub_endpoint)  # raw junk prefixes, not topics
+        junk.sendall(b"".join(zmtp_frame(b"\x01" + bytes([i % 256]) * 50) for i in range(40)))
+        attackers.append(junk)
+        time.sleep(3.5)
+
+    try:
+        got, lat, _ = watch(proxy.xpub_endpoint, 4.0, during=attack)
+        assert proxy.refused >= 1
+        assert len(proxy._forwarded) <= PeerLimitsDefault.proxy_forward
+    finally:
+        for a in attackers:
+            a.close()
+        proxy.stop()
+        counters = child.finish()
+    assert_no_gap(got)
+    assert len(got) >= 40 and p99(lat) < 1.0, (len(got), p99(lat))
+    assert counters["dropped_subscriptions"] == 0, "the runtime never had to cut the proxy"
