@@ -24,14 +24,13 @@ A :class:`PeerGuard` watches one socket (an XPUB or a ROUTER) from the thread th
   connections that have sent nothing for ``idle_s`` (half-open handshakes, silent peers) are
   shut down, oldest first, so that well-behaved subscribers and the snapshot service still get in.
 
-A connection is shut down with ``shutdown(2)`` on a duplicate of its descriptor (after checking
-it is still the same peer): ZeroMQ sees the connection end as if the peer had left and cleans up
+A connection is shut down with ``shutdown(2)`` on its descriptor (after checking it is still
+the same peer; the descriptor stays ZeroMQ's): ZeroMQ sees the connection end as if the peer had left and cleans up
 as usual. Nothing here blocks; ``poll_in`` lists the monitor socket for the owner's poller.
 """
 
 from __future__ import annotations
 
-import os
 import resource
 import socket as _socket
 import time
@@ -117,6 +116,9 @@ class PeerGuard:
 
     def start(self) -> None:
         import zmq
+        from zmq.utils.monitor import parse_monitor_message  # now: out of descriptors, an import fails
+
+        self._parse = parse_monitor_message
 
         self.poll_in = self.sock.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_ACCEPT_FAILED)
@@ -141,11 +143,10 @@ class PeerGuard:
     # ---------------------------------------------------------------- monitor
     def monitor_events(self) -> None:
         import zmq
-        from zmq.utils.monitor import parse_monitor_message
 
         for _ in range(1000):  # bounded per wake-up
             try:
-                msg = parse_monitor_message(self.poll_in.recv_multipart(zmq.NOBLOCK))
+                msg = self._parse(self.poll_in.recv_multipart(zmq.NOBLOCK))
             except zmq.Again:
                 return
             ev, fd = msg["event"], int(msg["value"])
@@ -249,16 +250,13 @@ class PeerGuard:
         c = self._conns.get(fd)
         if c is None or c.peer is None or _peername(fd) != c.peer:
             return False  # not (or no longer) the connection we know: leave it alone
-        try:
-            s = _socket.socket(fileno=os.dup(fd))
-        except OSError:
-            return False
-        try:
-            s.shutdown(_socket.SHUT_RDWR)
-        except OSError:
-            pass
-        finally:
-            s.close()
+        with _borrowed(fd) as s:
+            if s is None:
+                return False
+            try:
+                s.shutdown(_socket.SHUT_RDWR)
+            except OSError:
+                pass
         c.heard = True  # cut once: not counted as idle again
         self._trim_at = time.monotonic() + 0.5
         return True
@@ -274,15 +272,32 @@ def _malloc_trim() -> None:
         pass
 
 
+class _borrowed:
+    """``with _borrowed(fd) as s``: a socket object over ZeroMQ's descriptor ``fd`` (None when it
+    is no socket), detached again on the way out: it is never closed here, and no descriptor is
+    duplicated (when the process is out of descriptors, a dup would fail)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.s = fd, None
+
+    def __enter__(self):
+        try:
+            self.s = _socket.socket(fileno=self.fd)
+        except OSError:
+            self.s = None
+        return self.s
+
+    def __exit__(self, *exc):
+        if self.s is not None:
+            self.s.detach()
+
+
 def _peername(fd: int):
     """(address, port) of the TCP peer on ``fd``, or None (not a TCP socket, already gone)."""
-    try:
-        s = _socket.socket(fileno=os.dup(fd))
-    except OSError:
-        return None
-    try:
-        return s.getpeername() if s.family in (_socket.AF_INET, _socket.AF_INET6) else None
-    except OSError:
-        return None
-    finally:
-        s.close()
+    with _borrowed(fd) as s:
+        if s is None or s.family not in (_socket.AF_INET, _socket.AF_INET6):
+            return None
+        try:
+            return s.getpeername()
+        except OSError:
+            return None

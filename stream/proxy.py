@@ -162,9 +162,12 @@ class Proxy:
                 events = dict(poller.poll(500))
                 if ctl in events:
                     return  # TERMINATE
-                if guard.poll_in in events:
-                    guard.monitor_events()
-                guard.maintain()
+                try:
+                    if guard.poll_in in events:
+                        guard.monitor_events()
+                    guard.maintain()
+                except Exception:  # (out of descriptors, say): the guard's turn is lost, forwarding goes on
+                    pass
                 if xpub in events:
                     for _ in range(10 * guard.limits.rcvhwm):  # subscriptions, bounded per wake-up
                         try:

@@ -140,7 +140,7 @@ class Publisher:
         self._wake_r = self._wake_w = None
         self._hb_due = 0.0
         self.counters = dict(published=0, events=0, heartbeats=0, stats=0, snapshots=0,
-                             bad_requests=0, encode_errors=0, send_dropped=0, log_errors=0)
+                             bad_requests=0, encode_errors=0, send_dropped=0, log_errors=0, guard_errors=0)
         self._closed = False
         self._drop = 0  # see drop_next()
 
@@ -433,9 +433,12 @@ class Publisher:
                 except BlockingIOError:
                     pass
             for g in self._guards:
-                if g.poll_in in events:
-                    g.monitor_events()
-                g.maintain()
+                try:
+                    if g.poll_in in events:
+                        g.monitor_events()
+                    g.maintain()
+                except Exception:  # (out of descriptors, say): the guard's turn is lost, the stream goes on
+                    self.counters["guard_errors"] += 1
             if self._xpub in events:
                 self._read_subscriptions(zmq)
             if self._router is not None and self._router in events:

@@ -331,6 +331,9 @@ def _run(spec: RunSpec) -> int:
     fast = bool(o.get("fast", False))
     if fast and any(s.camera is not None or s.mic is not None for s in spec.streams):
         raise UserError("--fast is for files and scenes; cameras and microphones run in real time")
+    from avparse.stream.guard import raise_fd_limit
+
+    raise_fd_limit()  # toward the hard limit: room for subscribers (a half-open crowd is cut near it)
     publisher = open_publisher(spec.publish, prog="avparse run")  # a busy port fails fast, before the model loads
     if not key:
         for ep in (publisher.pub_endpoint, publisher.snapshot_endpoint):

@@ -616,3 +616,85 @@ def test_one_subscriber_cannot_break_the_proxy_for_the_others(tmp_path):
     assert_no_gap(got)
     assert len(got) >= 40 and p99(lat) < 1.0, (len(got), p99(lat))
     assert counters["dropped_subscriptions"] == 0, "the runtime never had to cut the proxy"
+
+
+# ------------------------------------------------------------------ 6. file-descriptor exhaustion
+def test_half_open_connections_cannot_lock_new_subscribers_out(tmp_path):
+    """A publisher (child) limited to 256 descriptors, soft and hard (it cannot raise them), and
+    an attacker that keeps 300 connections open that sent only the first 3 bytes of a greeting,
+    reopening every one that is closed, for 6 s. Before: every new subscriber was locked out for
+    as long as they stayed (ZeroMQ lets a handshake take 30 s). Now: a new subscriber receives
+    events and the snapshot service answers within 3 s, and the attack's connections are cut."""
+    child = Child(tmp_path, PUBLISHER_CHILD, "{}", "60", ANY, nofile=(256, 256))
+    pub_ep, snap_ep = child.endpoints
+    stop = threading.Event()
+    opened = [0]
+
+    def attacker():
+        held = []
+        while not stop.is_set():
+            held = [s for s in held if _alive(s)]
+            while len(held) < 300 and not stop.is_set():
+                try:
+                    held.append(zmtp_connect(pub_ep if len(held) % 2 else snap_ep, complete=False))
+                    opened[0] += 1
+                except OSError:
+                    time.sleep(0.01)
+                    break
+            time.sleep(0.05)
+        for s in held:
+            s.close()
+
+    th = threading.Thread(target=attacker, daemon=True)
+    th.start()
+    try:
+        time.sleep(1.5)  # the crowd is in
+        t0 = time.monotonic()
+        sub = _sub(pub_ep)
+        first = None
+        try:
+            while time.monotonic() - t0 < 10 and first is None:
+                if sub.poll(100):
+                    m = json.loads(sub.recv_multipart()[1])
+                    if m["type"] in ("onset", "offset"):
+                        first = time.monotonic() - t0
+        finally:
+            sub.close()
+        from avparse.stream.client import Subscriber
+
+        t1 = time.monotonic()
+        late = Subscriber(pub_ep, snapshot=snap_ep, snapshot_timeout=5.0).open()
+        snap = time.monotonic() - t1
+        late.close()
+    finally:
+        stop.set()
+        th.join(10)
+        counters = child.finish()
+    assert first is not None and first < 3.0, first
+    assert snap < 3.0, snap
+    assert opened[0] > 300 and counters["dropped_idle"] > 0, (opened, counters)
+
+
+def _alive(s: socket.socket) -> bool:
+    """False once the publisher closed the connection (then the socket is closed here too)."""
+    try:
+        s.setblocking(False)
+        while True:  # what the publisher sent (its greeting's first bytes), then its close
+            if s.recv(4096) == b"":
+                s.close()
+                return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        s.close()
+        return False
+
+
+def test_run_raises_its_descriptor_limit_toward_the_hard_limit():
+    """`avparse run` and `proxy` raise the soft limit on descriptors toward the hard one at start
+    (a common default soft limit is 1,024); here in a child with soft 256 and hard 1,000."""
+    code = ("import resource; from avparse.stream.guard import raise_fd_limit; "
+            "print(raise_fd_limit(), resource.getrlimit(resource.RLIMIT_NOFILE))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         preexec_fn=limits(nofile=(256, 1000)), check=True).stdout
+    assert out.strip() == "(1000, 1000) (1000, 1000)", out
