@@ -135,12 +135,14 @@ class Publisher:
         self._open: dict[tuple, tuple[Event, bytes, bytes]] = {}  # event key -> (onset, topic, body)
         self._last_media: dict[str, float] = {}           # stream -> latest media time seen
         self._log = None                                  # fd of the event log (O_APPEND), None: no log
+        self._log_check = 0.0                             # monotonic time of the next check of its path
         self._thread = None
         self._stopping = threading.Event()
         self._wake_r = self._wake_w = None
         self._hb_due = 0.0
         self.counters = dict(published=0, events=0, heartbeats=0, stats=0, snapshots=0,
-                             bad_requests=0, encode_errors=0, send_dropped=0, log_errors=0, guard_errors=0)
+                             bad_requests=0, encode_errors=0, send_dropped=0, log_errors=0, guard_errors=0,
+                             log_reopened=0)
         self._closed = False
         self._drop = 0  # see drop_next()
 
@@ -358,9 +360,42 @@ class Publisher:
         self._queue_locked((topic, body))
         self.counters["events"] += 1
 
+    def _follow_log_locked(self) -> None:
+        """At most once a second: if the log's path no longer names the file being written (it
+        was deleted, or moved away by log rotation), open the path again (a new file) and say so
+        once per occurrence: lines written to a deleted file would be lost to everyone."""
+        now = time.monotonic()
+        if now < self._log_check:
+            return
+        self._log_check = now + 1.0
+        path = self.config.log_path
+        try:
+            st = os.stat(path)
+            if os.path.samestat(st, os.fstat(self._log)):
+                return
+        except OSError:
+            pass  # gone: open it again below
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            self._fault(f"the event log {path} was moved or deleted and cannot be opened again "
+                        f"({e.strerror}); events go on into the moved file")
+            self._log_check = float("inf")  # said once; not tried again
+            return
+        os.close(self._log)
+        self._log = fd
+        self.counters["log_reopened"] += 1
+        if self._on_fault is not None:
+            try:
+                self._on_fault(f"the event log {path} was moved or deleted while running: "
+                               f"a new {path} goes on from here")
+            except Exception:
+                pass
+
     def _write_log_locked(self, line: bytes, seq: int) -> None:
         """Append one whole line to the log. A failure (full disk, file size limit, I/O error)
         cuts the partial line away, closes the log and is reported once; publishing goes on."""
+        self._follow_log_locked()
         fd, start = self._log, None
         try:
             start = os.lseek(fd, 0, os.SEEK_END)

@@ -698,3 +698,63 @@ def test_run_raises_its_descriptor_limit_toward_the_hard_limit():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
                          preexec_fn=limits(nofile=(256, 1000)), check=True).stdout
     assert out.strip() == "(1000, 1000) (1000, 1000)", out
+
+
+# ------------------------------------------------------------------ beyond the list
+@pytest.mark.parametrize("how", ["rotated", "deleted"])
+def test_a_log_rotated_or_deleted_under_the_run_is_opened_again(tmp_path, how):
+    """Before: the run kept appending to the moved file (rotation) or to a deleted inode (every
+    line after it lost to everyone). Now the path is checked once a second; a new file goes on
+    from there, said once."""
+    log = tmp_path / "ev.jsonl"
+    said = []
+    pub = Publisher(PublisherConfig(pub=ANY, snapshot=None, log_path=str(log)), on_fault=said.append).open()
+    try:
+        pub.emit(ev("onset", "Dog", t=1.0))
+        pub.emit(ev("offset", "Dog", t=2.0))
+        if how == "rotated":
+            log.rename(tmp_path / "ev.jsonl.1")
+        else:
+            log.unlink()
+        time.sleep(1.1)
+        pub.emit(ev("onset", "Cat", t=3.0))
+        pub.emit(ev("offset", "Cat", t=4.0))
+    finally:
+        pub.close()
+    assert [m["class"] for m in whole_json_lines(log)] == ["Cat", "Cat"]
+    if how == "rotated":
+        assert [m["class"] for m in whole_json_lines(tmp_path / "ev.jsonl.1")] == ["Dog", "Dog"]
+    assert len(said) == 1 and "moved or deleted" in said[0] and pub.counters["log_reopened"] == 1
+    assert pub.failures == []
+
+
+def test_a_hostile_publisher_at_the_proxys_xsub_port_cannot_send_giant_frames(tmp_path):
+    """A publisher that connects to the proxy's --xsub-bind port and sends a 1 MB frame is dropped
+    by ZeroMQ (MAXMSGSIZE); the proxy goes on forwarding the real runtime to its subscribers."""
+    from avparse.stream.proxy import Proxy, ProxyConfig
+
+    child = Child(tmp_path, PUBLISHER_CHILD, "{}", "60", ANY)
+    proxy = Proxy(ProxyConfig(xsub=(child.endpoints[0],), xsub_bind=(ANY,), xpub=ANY)).start()
+    evil = zmq.Context.instance().socket(zmq.XPUB)
+    evil.setsockopt(zmq.LINGER, 0)
+    evil.connect(proxy.xsub_endpoints[0])
+
+    def attack():
+        end = time.monotonic() + 3
+        while time.monotonic() < end:
+            try:
+                evil.send_multipart([b"avp.onset.cam1.", b"x" * (1 << 20)], zmq.NOBLOCK)
+            except zmq.Again:
+                pass
+            time.sleep(0.05)
+        return True
+
+    try:
+        got, lat, _ = watch(proxy.xpub_endpoint, 4.0, during=attack)
+    finally:
+        evil.close()
+        proxy.stop()
+        child.finish()
+    assert all(m["publisher"] and len(json.dumps(m)) < 4096 for m in got)
+    assert_no_gap(got)
+    assert len(got) >= 40 and p99(lat) < 1.0
