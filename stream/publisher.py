@@ -16,7 +16,12 @@ A :class:`Publisher` is a sink of the live runtime (``emit(event)``,
   enforced by ``zmq.auth`` (a client not on the list completes no handshake
   and receives nothing);
 - optionally a JSON-lines event log, one line per onset/offset (the wire body
-  itself), flushed as each line is written.
+  itself), written whole with one append as the event is numbered; a log that
+  cannot be written (full disk) is closed with its partial line cut away and
+  reported once, and publishing goes on; a log moved or deleted under the run is
+  opened again at its path;
+- a :class:`~avparse.stream.guard.PeerGuard` on each socket: what one peer may
+  cost (subscription size and count, handshake time, descriptors).
 
 ``emit`` never blocks on the network: it numbers and logs the message under a
 lock and queues it; one background thread owns the sockets (ZeroMQ sockets are
