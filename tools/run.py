@@ -344,9 +344,13 @@ def _run(spec: RunSpec) -> int:
     stopped = threading.Event()
     runtime = None
 
+    closing = threading.Event()  # the main thread is closing the publisher itself
+
     def force_stop():
         # The pipeline did not come back within STOP_GRACE (a long extractor batch, the model still
         # loading): close the open events with "stopped" from here, flush, and leave now.
+        if closing.is_set():  # the main thread is closing already: one more grace, then leave anyway
+            threading.Event().wait(STOP_GRACE)
         publisher.close(reason="stopped")
         print(f"avparse run: stopped while busy (after {STOP_GRACE:g} s); "
               f"{publisher.counters['events']} events published", file=sys.stderr, flush=True)
@@ -408,10 +412,18 @@ def _run(spec: RunSpec) -> int:
     finally:
         if timer is not None:
             timer.cancel()
+        closing.set()
         publisher.close(reason="stopped")
     print(f"avparse run: {publisher.counters['events']} events published"
           + (" (exit 1: the event log failed while running, see the warning above)" if publisher.failures else ""),
           file=sys.stderr)
+    if stopped.is_set():
+        # Stopped by a signal, and everything is closed, flushed and said: leave now. The
+        # interpreter's own teardown (freeing a large scene, torch's pools) took 2-3 s more
+        # here after a SIGTERM, and a signal must be honoured within a second or two.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status(publisher))
     return _exit_status(publisher)
 
 
