@@ -102,6 +102,7 @@ class PeerGuard:
         self.poll_in = None
         self.counters = dict(dropped_subscriptions=0, dropped_idle=0, accept_failed=0, peers=0)
         self._trim_at = None  # monotonic time to give freed memory back (after a cut), or None
+        self._parse = None    # zmq's monitor-message parser, imported by start()
 
     def configure(self, *, curve: bool = False) -> None:
         """Set the socket's options (before bind); ``curve``: the socket is a CURVE server."""
@@ -119,7 +120,6 @@ class PeerGuard:
         from zmq.utils.monitor import parse_monitor_message  # now: out of descriptors, an import fails
 
         self._parse = parse_monitor_message
-
         self.poll_in = self.sock.get_monitor_socket(
             zmq.EVENT_ACCEPTED | zmq.EVENT_DISCONNECTED | zmq.EVENT_CLOSED | zmq.EVENT_ACCEPT_FAILED)
 
