@@ -758,3 +758,42 @@ def test_a_hostile_publisher_at_the_proxys_xsub_port_cannot_send_giant_frames(tm
     assert all(m["publisher"] and len(json.dumps(m)) < 4096 for m in got)
     assert_no_gap(got)
     assert len(got) >= 40 and p99(lat) < 1.0
+
+
+def test_a_listed_curve_client_that_floods_subscriptions_is_cut_like_any_other(keys):
+    """A peer on the allow-list completes the CURVE handshake, then subscribes to 200 distinct
+    topics: past 64 its connection is cut (CURVE is no licence); another listed subscriber keeps
+    receiving every event."""
+    from avparse.stream.client import CurveClientKeys
+
+    pub = Publisher(PublisherConfig(pub=ANY, snapshot=None, heartbeat_interval=0.1,
+                                    curve_secret_key=str(keys / "srv" / "server.key_secret"),
+                                    curve_allow_dir=str(keys / "allow"))).open()
+    curve = CurveClientKeys.from_files(str(keys / "srv" / "server.key"), str(keys / "cli" / "alice.key_secret"))
+
+    def sub():
+        s = zmq.Context.instance().socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        curve.apply(s)
+        s.connect(pub.pub_endpoint)
+        return s
+
+    good, evil = sub(), sub()
+    good.setsockopt(zmq.SUBSCRIBE, b"avp.")
+    try:
+        _wait_joined(pub, good)
+        for i in range(200):
+            evil.setsockopt(zmq.SUBSCRIBE, wire.topic("onset", f"s{i}"))
+        end = time.monotonic() + 5
+        while time.monotonic() < end and sum(g.counters["dropped_subscriptions"] for g in pub._guards) == 0:
+            time.sleep(0.05)
+        for i in range(20):
+            pub.emit(ev("onset" if i % 2 == 0 else "offset", "Dog", t=1.0 + i))
+        got = [m for m in _drain(good) if m["type"] in ("onset", "offset")]
+        cut = sum(g.counters["dropped_subscriptions"] for g in pub._guards)
+    finally:
+        good.close()
+        evil.close()
+        pub.close()
+    assert cut >= 1
+    assert len(got) == 20 and [m["tseq"] for m in got if m["type"] == "onset"] == list(range(1, 11))
