@@ -36,7 +36,7 @@ from pathlib import Path
 from avparse.core.events import Event
 from avparse.stream import wire
 
-from .sockets import release
+from .sockets import is_z85_key, release
 
 
 class SubscriberError(RuntimeError):
@@ -84,11 +84,20 @@ class CurveClientKeys:
         for p in (server_key, client_key):
             if not Path(p).is_file():
                 raise SubscriberError(f"CURVE key file {p} not found (make key pairs with `avparse keys`)")
-        try:
-            server_public, _ = zmq.auth.load_certificate(server_key)
-            public, secret = zmq.auth.load_certificate(client_key)
-        except (ValueError, OSError) as e:
-            raise SubscriberError(f"cannot read CURVE key file: {e}") from None
+        keys = []
+        for p in (server_key, client_key):
+            try:
+                public, secret = zmq.auth.load_certificate(p)
+                for k in (public, secret):  # a key libzmq would refuse later with a bare EINVAL
+                    if k is not None and not is_z85_key(k):
+                        raise ValueError("a key is not 40 Z85 characters")
+                if not public:
+                    raise ValueError("no public key")
+            except (ValueError, OSError, UnicodeDecodeError, KeyError, IndexError, TypeError) as e:
+                raise SubscriberError(f"CURVE key file {p} is not a key file ({e}); "
+                                      f"make key pairs with `avparse keys`") from None
+            keys.append((public, secret))
+        (server_public, _), (public, secret) = keys
         if not secret:
             raise SubscriberError(f"CURVE client key file {client_key} has no secret key (use the .key_secret file)")
         return cls(server_public=server_public, public=public, secret=secret)

@@ -316,6 +316,7 @@ class Runtime:
         self._audio_end: dict[str, float] = {}   # stream -> media time of the end of its newest audio
         self._audio_done: dict[str, float] = {}  # stream -> audio end, once its audio source ended cleanly
         self.sink_errors = 0
+        self._sink_failed: set = set()  # (sink id, method) that failed once already
         self.queue_drops: dict[str, int] = {}
         self.max_depth = 0
         self._lag_sum, self._lag_n, self._lag_max = 0.0, 0, 0.0
@@ -538,7 +539,10 @@ class Runtime:
                 getattr(s, method)(arg)
             except Exception as exc:
                 self.sink_errors += 1
-                self.faults.append(f"sink {type(s).__name__}.{method} failed: {exc}")
+                if (id(s), method) not in self._sink_failed:  # said once per sink and method, then counted
+                    self._sink_failed.add((id(s), method))
+                    self.faults.append(f"sink {type(s).__name__}.{method} failed: {exc} "
+                                       f"(later failures are counted in sink_errors)")
 
     def stats(self) -> dict:
         d = self.pipeline.stats()

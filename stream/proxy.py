@@ -9,7 +9,13 @@ endpoint and its XPUB side *binds* the endpoint that subscribers connect to
     runtime B XPUB (bind :5556) <--/
 
 Subscriptions travel upstream (XPUB -> XSUB -> each runtime), messages
-downstream, through ``zmq.proxy_steerable`` (ZeroMQ's own proxy, in C).
+downstream. The forwarding loop is this module's own (not ``zmq.proxy``): every
+subscription is charged to the subscriber that sent it (:class:`PeerGuard`: size,
+count per subscriber and in all, silent connections near the descriptor limit),
+and one that the runtimes would refuse (longer than any topic) is never sent
+upstream: the runtime would drop the proxy's whole connection for it, and every
+subscriber of the proxy would lose messages (issue 18). Messages from upstream
+larger than a wire frame can be make ZeroMQ drop that publisher.
 Every message keeps its ``publisher`` and ``session`` fields, so a
 subscriber of the proxy checks each runtime's numbering separately.
 
@@ -28,9 +34,10 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from pathlib import Path
 
-from .sockets import release
+from . import wire
+from .guard import PeerGuard, PeerLimits
+from .sockets import KeyFileError, check_allow_list, release
 
 
 class ProxyError(RuntimeError):
@@ -47,6 +54,7 @@ class ProxyConfig:
     curve_upstream_server_key: str | None = None  # runtimes' server public key file
     curve_server_key: str | None = None  # our server secret key file, towards subscribers
     curve_allow_dir: str | None = None   # allowed subscriber public keys (*.key)
+    peers: PeerLimits = PeerLimits()     # what one subscriber may cost (subscriptions, handshake, descriptors)
 
 
 class Proxy:
@@ -62,6 +70,10 @@ class Proxy:
         self.xpub_endpoint = None
         self.xsub_endpoints: list[str] = []
         self._sockets = []
+        self._guard = None
+        self._forwarded: set[bytes] = set()  # distinct prefixes subscribed upstream
+        self.forwarded = 0      # messages sent downstream
+        self.refused = 0        # subscriptions not sent upstream (their subscriber was cut)
 
     def start(self) -> "Proxy":
         import errno
@@ -83,6 +95,10 @@ class Proxy:
             # Forward every subscription upstream, duplicates included, so each new
             # subscriber makes the runtimes send their prompt heartbeat.
             xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
+            self._guard = PeerGuard(xpub, cfg.peers)
+            self._guard.configure(curve=bool(cfg.curve_server_key))
+            # a frame from upstream larger than any wire frame: ZeroMQ drops that publisher
+            xsub.setsockopt(zmq.MAXMSGSIZE, max(wire.MAX_BODY, wire.MAX_TOPIC) + 1024)
             if cfg.curve_client_key:
                 from avparse.stream.client import CurveClientKeys
 
@@ -97,8 +113,11 @@ class Proxy:
                 self._auth = ThreadAuthenticator(self._ctx)
                 self._auth.start()
                 loc = cfg.curve_allow_dir if cfg.curve_allow_dir else zmq.auth.CURVE_ALLOW_ANY
-                if cfg.curve_allow_dir and not Path(cfg.curve_allow_dir).is_dir():
-                    raise ProxyError(f"CURVE allow-list folder {cfg.curve_allow_dir} not found")
+                if cfg.curve_allow_dir:
+                    try:
+                        check_allow_list(cfg.curve_allow_dir)
+                    except KeyFileError as e:
+                        raise ProxyError(str(e)) from None
                 self._auth.configure_curve(domain="*", location=loc)
                 xpub.curve_secretkey, xpub.curve_publickey, xpub.curve_server = secret, public, True
             try:
@@ -118,6 +137,7 @@ class Proxy:
                 except zmq.ZMQError as e:
                     raise ProxyError(f"cannot connect to {ep}: {e.strerror}") from None
                 self.xsub_endpoints.append(ep)
+            self._guard.start()
             ctl_pull = self._ctx.socket(zmq.PAIR)
             self._ctl_addr = f"inproc://avparse-proxy-{id(self)}"
             ctl_pull.bind(self._ctl_addr)
@@ -133,10 +153,63 @@ class Proxy:
         import zmq
 
         xsub, xpub, ctl = self._sockets
+        guard = self._guard
+        poller = zmq.Poller()
+        for s in (xsub, xpub, ctl, guard.poll_in):
+            poller.register(s, zmq.POLLIN)
         try:
-            zmq.proxy_steerable(xsub, xpub, None, ctl)
+            while True:
+                events = dict(poller.poll(500))
+                if ctl in events:
+                    return  # TERMINATE
+                try:
+                    if guard.poll_in in events:
+                        guard.monitor_events()
+                    guard.maintain()
+                except Exception:  # (out of descriptors, say): the guard's turn is lost, forwarding goes on
+                    pass
+                if xpub in events:
+                    for _ in range(10 * guard.limits.rcvhwm):  # subscriptions, bounded per wake-up
+                        try:
+                            frame = xpub.recv(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        if guard.subscription(frame) and self._upstream(frame.bytes):
+                            try:
+                                xsub.send(frame.bytes, zmq.NOBLOCK)
+                            except zmq.Again:
+                                self.refused += 1
+                        else:
+                            self.refused += 1
+                if xsub in events:
+                    for _ in range(1000):  # messages, bounded per wake-up
+                        try:
+                            frames = xsub.recv_multipart(zmq.NOBLOCK, copy=False)
+                        except zmq.Again:
+                            break
+                        xpub.send_multipart(frames, zmq.NOBLOCK)  # XPUB drops for a full subscriber
+                        self.forwarded += 1
         except zmq.ZMQError:
             pass  # context terminated
+
+    def _upstream(self, msg: bytes) -> bool:
+        """Whether to send a subscription message upstream: only prefixes of real topics, and at
+        most ``peers.proxy_forward`` distinct ones (the runtimes cut a peer holding more than
+        their own limit, and the proxy is one peer to them for all its subscribers). ZeroMQ
+        passes an unsubscription up only when no subscriber holds the prefix any more."""
+        kind, prefix = msg[:1], msg[1:]
+        if kind == b"\x00":
+            if prefix in self._forwarded:
+                self._forwarded.discard(prefix)
+                return True
+            return False
+        if kind != b"\x01" or not wire.is_topic_prefix(prefix):
+            return False
+        if prefix not in self._forwarded:
+            if len(self._forwarded) >= self.config.peers.proxy_forward:
+                return False
+            self._forwarded.add(prefix)
+        return True  # (a repeated one too: it asks the runtimes for a prompt heartbeat)
 
     def stop(self) -> None:
         import zmq
@@ -158,8 +231,14 @@ class Proxy:
         return not self._thread.is_alive()
 
     def _teardown(self):
+        if self._guard is not None:
+            self._guard.close()
+            self._guard = None
         release(self._sockets, self._auth, self._ctx, self._ctx_given, linger=0)
         self._sockets = []
+        self._guard = None
+        self.forwarded = 0      # messages sent downstream
+        self.refused = 0        # subscriptions not sent upstream (their subscriber was cut)
         self._auth = self._ctx = None
 
     def __enter__(self):

@@ -16,7 +16,12 @@ A :class:`Publisher` is a sink of the live runtime (``emit(event)``,
   enforced by ``zmq.auth`` (a client not on the list completes no handshake
   and receives nothing);
 - optionally a JSON-lines event log, one line per onset/offset (the wire body
-  itself), flushed as each line is written.
+  itself), written whole with one append as the event is numbered; a log that
+  cannot be written (full disk) is closed with its partial line cut away and
+  reported once, and publishing goes on; a log moved or deleted under the run is
+  opened again at its path;
+- a :class:`~avparse.stream.guard.PeerGuard` on each socket: what one peer may
+  cost (subscription size and count, handshake time, descriptors).
 
 ``emit`` never blocks on the network: it numbers and logs the message under a
 lock and queues it; one background thread owns the sockets (ZeroMQ sockets are
@@ -41,7 +46,8 @@ from pathlib import Path
 from avparse.core.events import Event
 from avparse.stream import wire
 
-from .sockets import release
+from .guard import PeerGuard, PeerLimits
+from .sockets import KeyFileError, check_allow_list, release
 
 DEFAULT_PUB = "tcp://127.0.0.1:5556"
 DEFAULT_SNAPSHOT = "tcp://127.0.0.1:5557"
@@ -64,6 +70,26 @@ class PublisherConfig:
     curve_secret_key: str | None = None  # server key file with the secret key (from `avparse keys`): enables CURVE
     curve_allow_dir: str | None = None   # folder of allowed client public keys (*.key); None with CURVE: any client
     max_request: int = wire.MAX_REQUEST  # bytes: larger snapshot requests make ZeroMQ drop the peer
+    peers: PeerLimits = PeerLimits()     # what one peer may cost: subscriptions, handshake time, descriptors
+
+
+def check_endpoint(endpoint: str) -> str:
+    """``endpoint`` if it is one this project binds or connects (``tcp://HOST:PORT`` with a port
+    from 0 to 65535 or ``*``, ``ipc://PATH``, ``inproc://NAME``), else a PublisherError saying
+    what is wrong (libzmq itself takes ``tcp://127.0.0.1:99999`` and binds some other port)."""
+    if not isinstance(endpoint, str):
+        raise PublisherError(f"{endpoint!r} is not an endpoint (endpoints look like tcp://HOST:PORT)")
+    scheme, sep, rest = endpoint.partition("://")
+    if not sep or scheme not in ("tcp", "ipc", "inproc") or not rest:
+        raise PublisherError(f"{endpoint!r} is not an endpoint (endpoints look like tcp://HOST:PORT, "
+                             f"ipc://PATH or inproc://NAME)")
+    if scheme == "tcp":
+        host, colon, port = rest.rpartition(":")
+        if not colon or not host:
+            raise PublisherError(f"{endpoint!r} names no port (endpoints look like tcp://HOST:PORT)")
+        if port != "*" and not (port.isdigit() and len(port) <= 5 and int(port) <= 65535):
+            raise PublisherError(f"{endpoint!r}: the port must be a number from 0 to 65535 or *, got {port!r}")
+    return endpoint
 
 
 def _sanitize_name(s: str) -> str:
@@ -73,6 +99,10 @@ def _sanitize_name(s: str) -> str:
 def _bind(sock, endpoint: str, what: str) -> str:
     import zmq
 
+    try:
+        check_endpoint(endpoint)
+    except PublisherError as e:
+        raise PublisherError(f"cannot bind the {what} socket: {e}") from None
     try:
         sock.bind(endpoint)
     except zmq.ZMQError as e:
@@ -87,13 +117,19 @@ def _bind(sock, endpoint: str, what: str) -> str:
 class Publisher:
     """Event sink publishing over ZeroMQ. Use as a context manager or call open()/close()."""
 
-    def __init__(self, config: PublisherConfig = PublisherConfig(), *, context=None, clock=time.time):
+    def __init__(self, config: PublisherConfig = PublisherConfig(), *, context=None, clock=time.time,
+                 on_fault=None):
+        """``on_fault(message)``: called once per failure of a part of the publisher that the live
+        stream survives (the event log could not be written), from the thread that saw it."""
         self.config = config
+        self._on_fault = on_fault
+        self.failures: list[str] = []   # those failures, in order (also in the stats this sink publishes)
         self._clock = clock
         self._ctx_given = context
         self._ctx = None
         self._auth = None
         self._xpub = self._router = None
+        self._guards: list[PeerGuard] = []                # the XPUB's, then the ROUTER's
         self.session = uuid.uuid4().hex
         self.name = _sanitize_name(config.name) if config.name else None
         self.pub_endpoint = self.snapshot_endpoint = None
@@ -103,13 +139,15 @@ class Publisher:
         self._tseq: dict[bytes, int] = {}                 # topic -> last tseq
         self._open: dict[tuple, tuple[Event, bytes, bytes]] = {}  # event key -> (onset, topic, body)
         self._last_media: dict[str, float] = {}           # stream -> latest media time seen
-        self._log = None
+        self._log = None                                  # fd of the event log (O_APPEND), None: no log
+        self._log_check = 0.0                             # monotonic time of the next check of its path
         self._thread = None
         self._stopping = threading.Event()
         self._wake_r = self._wake_w = None
         self._hb_due = 0.0
         self.counters = dict(published=0, events=0, heartbeats=0, stats=0, snapshots=0,
-                             bad_requests=0, encode_errors=0, send_dropped=0)
+                             bad_requests=0, encode_errors=0, send_dropped=0, log_errors=0, guard_errors=0,
+                             log_reopened=0)
         self._closed = False
         self._drop = 0  # see drop_next()
 
@@ -130,25 +168,37 @@ class Publisher:
             self._xpub.setsockopt(zmq.SNDHWM, cfg.sndhwm)
             self._xpub.setsockopt(zmq.LINGER, cfg.linger_ms)
             self._xpub.setsockopt(zmq.XPUB_VERBOSE, 1)
-            self._xpub.setsockopt(zmq.MAXMSGSIZE, 1024)  # subscriptions only
+            guard = PeerGuard(self._xpub, cfg.peers)
+            guard.configure(curve=bool(server_keys))  # frame size, subscription queue, handshake interval
+            self._guards.append(guard)
             if server_keys:
                 self._curve(self._xpub, server_keys)
             self.pub_endpoint = _bind(self._xpub, cfg.pub, "event (PUB)")
+            guard.start()
             if cfg.snapshot:
                 self._router = self._ctx.socket(zmq.ROUTER)
                 self._router.setsockopt(zmq.LINGER, 0)
                 self._router.setsockopt(zmq.SNDHWM, 100)
                 self._router.setsockopt(zmq.MAXMSGSIZE, cfg.max_request)
+                guard = PeerGuard(self._router, cfg.peers, subscriptions=False)
+                guard.configure()
+                self._guards.append(guard)
                 if server_keys:
                     self._curve(self._router, server_keys)
                 self.snapshot_endpoint = _bind(self._router, cfg.snapshot, "snapshot (ROUTER)")
+                guard.start()
             if self.name is None:
                 self.name = _sanitize_name(f"{_socket.gethostname()}/{self.pub_endpoint}")
             if cfg.log_path:
                 p = Path(cfg.log_path)
                 if p.parent and not p.parent.is_dir():
                     raise PublisherError(f"cannot write the event log {p}: folder {p.parent} does not exist")
-                self._log = open(p, "a", encoding="utf-8")
+                if p.is_dir():
+                    raise PublisherError(f"cannot write the event log {p}: it is a folder; give a file path")
+                try:
+                    self._log = os.open(p, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+                except OSError as e:
+                    raise PublisherError(f"cannot write the event log {p}: {e.strerror}") from None
         except BaseException:
             self._teardown()
             raise
@@ -184,10 +234,11 @@ class Publisher:
         self._auth = ThreadAuthenticator(self._ctx)
         self._auth.start()
         if cfg.curve_allow_dir:
-            d = Path(cfg.curve_allow_dir)
-            if not d.is_dir() or not any(d.glob("*.key")):
-                raise PublisherError(f"CURVE allow-list folder {d} has no *.key public key files")
-            self._auth.configure_curve(domain="*", location=str(d))
+            try:
+                check_allow_list(cfg.curve_allow_dir)
+            except KeyFileError as e:
+                raise PublisherError(str(e)) from None
+            self._auth.configure_curve(domain="*", location=str(cfg.curve_allow_dir))
         else:
             self._auth.configure_curve(domain="*", location=zmq.auth.CURVE_ALLOW_ANY)
         return public, secret
@@ -220,10 +271,16 @@ class Publisher:
         self._teardown()
 
     def _teardown(self):
+        for g in self._guards:
+            g.close()
+        self._guards = []
         release((self._xpub, self._router), self._auth, self._ctx, self._ctx_given)
         self._xpub = self._router = self._auth = self._ctx = None
         if self._log is not None:
-            self._log.close()
+            try:
+                os.close(self._log)
+            except OSError:
+                pass  # a failed close loses nothing: every line was written (or truncated away) already
             self._log = None
         with self._lock:
             for fd in (self._wake_r, self._wake_w):
@@ -247,6 +304,12 @@ class Publisher:
                 return
             topic = wire.topic("stats")
             seq, tseq = self._seq + 1, self._tseq.get(topic, 0) + 1
+            if self.failures:
+                d = dict(d, publisher_faults=list(self.failures[-5:]))
+            cut = {k: sum(g.counters[k] for g in self._guards) for k in ("dropped_subscriptions", "dropped_idle",
+                                                                        "accept_failed")}
+            if any(cut.values()):
+                d = dict(d, peers_cut=cut)
             try:
                 frames = wire.encode_stats(d, publisher=self.name, session=self.session, seq=seq,
                                            tseq=tseq, wall_time=self._clock())
@@ -298,12 +361,76 @@ class Publisher:
         self._last_media[event.stream] = max(self._last_media.get(event.stream, event.media_time),
                                              event.media_time, event.decided_at)
         if self._log is not None:
-            self._log.write(body.decode("utf-8") + "\n")
-            self._log.flush()
-            if self.config.fsync:
-                os.fsync(self._log.fileno())
+            self._write_log_locked(body + b"\n", seq)
         self._queue_locked((topic, body))
         self.counters["events"] += 1
+
+    def _follow_log_locked(self) -> None:
+        """At most once a second: if the log's path no longer names the file being written (it
+        was deleted, or moved away by log rotation), open the path again (a new file) and say so
+        once per occurrence: lines written to a deleted file would be lost to everyone."""
+        now = time.monotonic()
+        if now < self._log_check:
+            return
+        self._log_check = now + 1.0
+        path = self.config.log_path
+        try:
+            st = os.stat(path)
+            if os.path.samestat(st, os.fstat(self._log)):
+                return
+        except OSError:
+            pass  # gone: open it again below
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        except OSError as e:
+            self._fault(f"the event log {path} was moved or deleted and cannot be opened again "
+                        f"({e.strerror}); events go on into the moved file")
+            self._log_check = float("inf")  # said once; not tried again
+            return
+        os.close(self._log)
+        self._log = fd
+        self.counters["log_reopened"] += 1
+        if self._on_fault is not None:
+            try:
+                self._on_fault(f"the event log {path} was moved or deleted while running: "
+                               f"a new {path} goes on from here")
+            except Exception:
+                pass
+
+    def _write_log_locked(self, line: bytes, seq: int) -> None:
+        """Append one whole line to the log. A failure (full disk, file size limit, I/O error)
+        cuts the partial line away, closes the log and is reported once; publishing goes on."""
+        self._follow_log_locked()
+        fd, start = self._log, None
+        try:
+            start = os.lseek(fd, 0, os.SEEK_END)
+            done = 0
+            while done < len(line):
+                done += os.write(fd, line[done:])
+            if self.config.fsync:
+                os.fsync(fd)
+        except OSError as e:
+            if start is not None:
+                try:
+                    os.ftruncate(fd, start)  # never a partial line (a device cannot be truncated: ignored)
+                except OSError:
+                    pass
+            self._log = None
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+            self.counters["log_errors"] += 1
+            self._fault(f"the event log {self.config.log_path} failed at seq {seq}: {e.strerror or e}; "
+                        f"events from seq {seq} on are published but not logged")
+
+    def _fault(self, message: str) -> None:
+        self.failures.append(message)
+        if self._on_fault is not None:
+            try:
+                self._on_fault(message)
+            except Exception:
+                pass
 
     def _enqueue_heartbeat_locked(self) -> None:
         t = wire.topic("heartbeat")
@@ -333,6 +460,8 @@ class Publisher:
         poller.register(self._wake_r, zmq.POLLIN)
         if self._router is not None:
             poller.register(self._router, zmq.POLLIN)
+        for g in self._guards:
+            poller.register(g.poll_in, zmq.POLLIN)
         interval = self.config.heartbeat_interval
         while True:
             timeout = max(0.0, self._hb_due - time.monotonic())
@@ -343,6 +472,13 @@ class Publisher:
                         pass
                 except BlockingIOError:
                     pass
+            for g in self._guards:
+                try:
+                    if g.poll_in in events:
+                        g.monitor_events()
+                    g.maintain()
+                except Exception:  # (out of descriptors, say): the guard's turn is lost, the stream goes on
+                    self.counters["guard_errors"] += 1
             if self._xpub in events:
                 self._read_subscriptions(zmq)
             if self._router is not None and self._router in events:
@@ -370,12 +506,15 @@ class Publisher:
                 self.counters["send_dropped"] += 1
 
     def _read_subscriptions(self, zmq):
-        while True:
+        guard = self._guards[0]
+        for _ in range(10 * guard.limits.rcvhwm):  # bounded per wake-up
             try:
-                frame = self._xpub.recv(flags=zmq.NOBLOCK)
+                frame = self._xpub.recv(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
-            if frame[:1] == b"\x01":
+            if not guard.subscription(frame):
+                continue  # its connection went over a limit and was cut
+            if frame.bytes[:1] == b"\x01":
                 # A new subscriber: send a heartbeat soon so its handshake can proceed
                 # (rate-limited, so a flood of subscriptions is no flood of heartbeats).
                 self._hb_due = min(self._hb_due, time.monotonic() + 0.02)
@@ -383,9 +522,11 @@ class Publisher:
     def _serve_snapshots(self, zmq):
         for _ in range(100):  # bounded per wake-up
             try:
-                frames = self._router.recv_multipart(flags=zmq.NOBLOCK)
+                raw = self._router.recv_multipart(flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
                 return
+            self._guards[-1].heard(raw[0])
+            frames = [f.bytes for f in raw]
             if len(frames) < 2:
                 continue
             envelope, rest = [frames[0]], frames[1:]

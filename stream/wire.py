@@ -76,6 +76,22 @@ def topic(type_: str, stream: str = "") -> bytes:
     return (f"avp.{type_}.{stream}." if stream else f"avp.{type_}.").encode("ascii")
 
 
+_PARTIAL_STREAM = re.compile(rb"^([A-Za-z0-9_-]{0,64}|[A-Za-z0-9_-]{1,64}\.)$")
+
+
+def is_topic_prefix(prefix: bytes) -> bool:
+    """True when ``prefix`` is a prefix of some topic of this schema (what a subscriber may
+    usefully subscribe to: "" for everything, "avp.onset.", "avp.onset.cam1.", ...). A proxy
+    forwards only these upstream."""
+    for t in TYPES:
+        head = f"avp.{t}.".encode("ascii")
+        if head.startswith(prefix):
+            return True
+        if t in EVENT_TYPES and prefix.startswith(head) and _PARTIAL_STREAM.match(prefix[len(head):]):
+            return True
+    return False
+
+
 def subscriptions(streams=(), types=TYPES) -> list[bytes]:
     """ZeroMQ prefixes that select exactly ``types`` of ``streams`` (all streams when empty).
 

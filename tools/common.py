@@ -159,8 +159,16 @@ def check_media(path: str, what: str = "") -> None:
     """A URL (FFmpeg reads it) or a file that exists, else a UserError naming it."""
     from avparse.core.media import is_url
 
-    if not (is_url(path) or Path(path).is_file()):
-        raise UserError(f"{what}{path}: no such media file")
+    if is_url(path) or Path(path).is_file():
+        return
+    p = Path(path)
+    if p.is_dir():
+        raise UserError(f"{what}{path}: is a folder, not a media file")
+    if p.exists():
+        kind = "a named pipe (FIFO)" if p.is_fifo() else "a device or socket" if (
+            p.is_char_device() or p.is_block_device() or p.is_socket()) else "not a regular file"
+        raise UserError(f"{what}{path}: is {kind}, not a media file (give a file or a URL)")
+    raise UserError(f"{what}{path}: no such media file")
 
 
 @contextlib.contextmanager
@@ -296,12 +304,16 @@ def publisher_config(publish: dict):
                            heartbeat_interval=float(publish.get("heartbeat", d.heartbeat_interval)))
 
 
-def open_publisher(publish: dict, hint: str = ""):
-    """Open the Publisher (a busy port fails here, before the model loads)."""
+def open_publisher(publish: dict, hint: str = "", prog: str = "avparse"):
+    """Open the Publisher (a busy port fails here, before the model loads). A failure the live
+    stream survives (the event log cannot be written) is one warning line on stderr, once."""
     from avparse.stream.publisher import Publisher, PublisherError
 
+    def warn(message: str) -> None:
+        print(f"{prog}: warning: {message}", file=sys.stderr, flush=True)
+
     try:
-        return Publisher(publisher_config(publish)).open()
+        return Publisher(publisher_config(publish), on_fault=warn).open()
     except PublisherError as e:
         raise UserError(f"{e}{hint}") from None
 

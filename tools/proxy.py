@@ -42,6 +42,9 @@ def main(argv=None) -> int:
                       curve_client_key=args.curve_client_key,
                       curve_upstream_server_key=args.curve_upstream_server_key,
                       curve_server_key=args.curve_server_key, curve_allow_dir=args.curve_allow)
+    from avparse.stream.guard import raise_fd_limit
+
+    raise_fd_limit()  # toward the hard limit: room for subscribers (a half-open crowd is cut near it)
     stop = []
     old = {sig: signal.signal(sig, lambda *_: stop.append(1)) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

@@ -14,6 +14,7 @@ reason is "stopped", the log is complete, the sockets are closed, exit 0.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import threading
 from dataclasses import dataclass, field
@@ -37,6 +38,8 @@ from .common import (
     thread_tuner,
     tracker_config,
 )
+
+STOP_GRACE = 1.0  # seconds a signal waits for the pipeline to end by itself before the run leaves anyway
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
 TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
@@ -110,9 +113,7 @@ def _check_type(path, key, value, types, what):
         raise _toml_error(path, key, f"must be {what}, got {value!r}")
     if not isinstance(value, types):
         raise _toml_error(path, key, f"must be {what}, got {value!r}")
-    ok, want = _RANGES.get(key.rsplit(".", 1)[-1], (None, None))
-    if ok is not None and not ok(value):
-        raise _toml_error(path, key, f"must be {want}, got {value!r}")
+    check_range(key.rsplit(".", 1)[-1], value, f"{path}: {key}:")
     return value
 
 
@@ -133,17 +134,67 @@ _TYPES = {
 _TYPES["name"] = ((str,), "a name")
 
 MAX_SCENE = 7 * 86400  # seconds: longer generated scenes take minutes and gigabytes just to plan
+MAX_DURATION = 366 * 86400  # seconds: a year (a timer longer than this overflows the OS's timeout)
+MIN_HOP = 0.05         # seconds: 20 snippets a second per stream; smaller hops only multiply the work
+MAX_WINDOW = 64        # snippets: HAN's attention grows with its square and the kept features with it
+MAX_BATCH = 256        # snippets per extractor call (each holds a second of audio and its frames)
+MIN_HEARTBEAT = 0.01   # seconds: 100 heartbeats a second at most
+MAX_HEARTBEAT = 3600.0  # seconds: subscribers take a silent publisher for gone long before an hour
+MAX_THREADS = 256      # torch threads: more only adds contention (and each one a stack)
+MAX_LAG = 3600.0       # seconds of input lag tolerated before shedding (0: never shed)
+MAX_MIN_ON_OFF = 3600.0  # seconds: tracker durations longer than an hour would hold events indefinitely
 
-# values of the right type that still make no sense (nan, inf, negative): refused naming the key
+# Every numeric setting has a range, checked (for the TOML keys and the flags alike) before
+# anything starts: a value of the right type outside it is refused naming the key and the range.
 _RANGES = {
-    "duration": (lambda v: 0 <= v < float("inf"), "a finite number of seconds >= 0 (0: until stopped)"),
-    "speed": (lambda v: 0 < v < float("inf"), "a finite number > 0 (1: real time)"),
-    "heartbeat": (lambda v: 0 < v < float("inf"), "a finite number of seconds > 0"),
+    "duration": (lambda v: 0 <= v <= MAX_DURATION, f"a number of seconds from 0 (until stopped) to {MAX_DURATION} (a year)"),
+    "speed": (lambda v: 0.01 <= v <= 1000, "a number from 0.01 to 1000 (1: real time)"),
+    "heartbeat": (lambda v: MIN_HEARTBEAT <= v <= MAX_HEARTBEAT, f"a number of seconds from {MIN_HEARTBEAT} to {MAX_HEARTBEAT:g}"),
     "scene_duration": (lambda v: 1 <= v <= MAX_SCENE, f"whole seconds from 1 to {MAX_SCENE} (a week)"),
     "precision": (lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
-    "threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's own)"),
-    "max_lag": (lambda v: 0 <= v < float("inf"), "finite seconds >= 0 (0: never shed)"),
+    "threads": (lambda v: 0 <= v <= MAX_THREADS, f"an integer from 0 (torch's own) to {MAX_THREADS}"),
+    "max_lag": (lambda v: 0 <= v <= MAX_LAG, f"seconds from 0 (never shed) to {MAX_LAG:g}"),
+    "hop": (lambda v: MIN_HOP <= v <= 1, f"a number of seconds from {MIN_HOP} to 1 (the snippet length) that divides it"),
+    "window": (lambda v: 1 <= v <= MAX_WINDOW, f"whole snippets from 1 to {MAX_WINDOW} (LLP: 10)"),
+    "lookahead": (lambda v: 0 <= v < MAX_WINDOW, f"whole 1 s steps from 0 to {MAX_WINDOW - 1} (and below window)"),
+    "max_batch": (lambda v: 1 <= v <= MAX_BATCH, f"whole snippets from 1 to {MAX_BATCH}"),
+    "on": (lambda v: 0 <= v <= 1, "a probability from 0 to 1"),
+    "min_on": (lambda v: 0 <= v <= MAX_MIN_ON_OFF, f"a number of seconds from 0 to {MAX_MIN_ON_OFF:g}"),
+    "min_off": (lambda v: 0 <= v <= MAX_MIN_ON_OFF, f"a number of seconds from 0 to {MAX_MIN_ON_OFF:g}"),
+    "off": (lambda v: 0 <= v <= 1, "a probability from 0 to 1"),
 }
+_FLAGS = {"duration": "--duration", "hop": "--hop", "window": "--window", "lookahead": "--lookahead",
+          "max_batch": "--max-batch", "on": "--on", "min_on": "--min-on", "min_off": "--min-off",
+          "scene_duration": "--scene-duration", "max_lag": "--max-lag", "threads": "--threads", "off": "--off"}
+
+
+def check_range(key: str, value, where: str) -> None:
+    """A UserError ``"<where>: must be <range>, got <value>"`` when ``value`` lies outside the
+    range of setting ``key`` (NaN lies outside every range)."""
+    ok, want = _RANGES.get(key, (None, None))
+    if ok is not None and not ok(value):
+        raise UserError(f"{where} must be {want}, got {value!r}")
+
+
+def check_publish(publish: dict, where) -> None:
+    """The [publish] values that are not numbers: endpoints, the log path, key files and folders
+    (checked before anything starts: a port out of range, a log that is a folder)."""
+    from avparse.stream.publisher import PublisherError, check_endpoint
+
+    for k in ("pub", "snapshot"):
+        v = publish.get(k)
+        if isinstance(v, str) and not (k == "snapshot" and v.lower() in ("none", "off", "")):
+            try:
+                check_endpoint(v)
+            except PublisherError as e:
+                raise UserError(f"{where(k)} {e}") from None
+    log = publish.get("log")
+    if log is not None:
+        p = Path(log)
+        if not log or p.is_dir():
+            raise UserError(f"{where('log')} {log!r} is a folder; give a file path for the event log")
+        if not p.parent.is_dir():
+            raise UserError(f"{where('log')} {log!r}: folder {p.parent} does not exist")
 
 
 def load_toml(path: str) -> RunSpec:
@@ -222,12 +273,10 @@ def spec_from_args(args) -> RunSpec:
         spec.streams.append(StreamSpec(name=name, scene=args.scene,
                                        scene_duration=args.scene_duration or StreamSpec.scene_duration,
                                        file=args.file, camera=args.camera, mic=args.mic))
-    if args.scene_duration is not None and not 1 <= args.scene_duration <= MAX_SCENE:
-        raise UserError(f"--scene-duration must be whole seconds from 1 to {MAX_SCENE}, got {args.scene_duration}")
-    if args.duration is not None and not 0 <= args.duration < float("inf"):
-        raise UserError(f"--duration must be a finite number of seconds >= 0, got {args.duration}")
-    if args.max_lag is not None and not 0 <= args.max_lag < float("inf"):
-        raise UserError(f"--max-lag must be finite seconds >= 0, got {args.max_lag}")
+    for k, flag in _FLAGS.items():
+        v = getattr(args, k)
+        if v is not None:
+            check_range(k, v, flag)
     # flags override the file's top-level and [publish] values
     for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
               "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on",
@@ -244,6 +293,9 @@ def spec_from_args(args) -> RunSpec:
         v = getattr(args, a)
         if v is not None:
             spec.publish[k] = v
+    flags = {"pub": "--pub", "snapshot": "--snapshot", "log": "--log"}
+    check_publish(spec.publish, lambda k: flags[k] if getattr(args, k) is not None else
+                  (f"{args.config}: publish.{k}:" if args.config else flags[k]))
     from avparse.stream import wire
 
     for s in spec.streams:
@@ -279,7 +331,10 @@ def _run(spec: RunSpec) -> int:
     fast = bool(o.get("fast", False))
     if fast and any(s.camera is not None or s.mic is not None for s in spec.streams):
         raise UserError("--fast is for files and scenes; cameras and microphones run in real time")
-    publisher = open_publisher(spec.publish)  # a busy port fails fast, before the model loads
+    from avparse.stream.guard import raise_fd_limit
+
+    raise_fd_limit()  # toward the hard limit: room for subscribers (a half-open crowd is cut near it)
+    publisher = open_publisher(spec.publish, prog="avparse run")  # a busy port fails fast, before the model loads
     if not key:
         for ep in (publisher.pub_endpoint, publisher.snapshot_endpoint):
             if ep and not _loopback(ep):
@@ -289,10 +344,27 @@ def _run(spec: RunSpec) -> int:
     stopped = threading.Event()
     runtime = None
 
+    closing = threading.Event()  # the main thread is closing the publisher itself
+
+    def force_stop():
+        # The pipeline did not come back within STOP_GRACE (a long extractor batch, the model still
+        # loading): close the open events with "stopped" from here, flush, and leave now.
+        if closing.is_set():  # the main thread is closing already: one more grace, then leave anyway
+            threading.Event().wait(STOP_GRACE)
+        publisher.close(reason="stopped")
+        print(f"avparse run: stopped while busy (after {STOP_GRACE:g} s); "
+              f"{publisher.counters['events']} events published", file=sys.stderr, flush=True)
+        os._exit(_exit_status(publisher))
+
     def on_signal(signum, _frame):
+        if stopped.is_set():  # a second signal: leave now
+            force_stop()
         stopped.set()
         if runtime is not None:
             runtime.stop("stopped")
+        watchdog = threading.Timer(STOP_GRACE, force_stop)
+        watchdog.daemon = True
+        watchdog.start()
 
     timer = None
     try:
@@ -340,9 +412,25 @@ def _run(spec: RunSpec) -> int:
     finally:
         if timer is not None:
             timer.cancel()
+        closing.set()
         publisher.close(reason="stopped")
-    print(f"avparse run: {publisher.counters['events']} events published", file=sys.stderr)
-    return 0
+    print(f"avparse run: {publisher.counters['events']} events published"
+          + (" (exit 1: the event log failed while running, see the warning above)" if publisher.failures else ""),
+          file=sys.stderr)
+    if stopped.is_set():
+        # Stopped by a signal, and everything is closed, flushed and said: leave now. The
+        # interpreter's own teardown (freeing a large scene, torch's pools) took 2-3 s more
+        # here after a SIGTERM, and a signal must be honoured within a second or two.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(_exit_status(publisher))
+    return _exit_status(publisher)
+
+
+def _exit_status(publisher) -> int:
+    """0, or 1 when a sink failed while running (the event log could not be written: its events
+    were published but are not all in the log)."""
+    return 1 if publisher.failures else 0
 
 
 def _loopback(endpoint: str) -> bool:
