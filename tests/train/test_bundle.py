@@ -167,11 +167,13 @@ def test_bundled_model_does_not_flicker_on_the_demo_scene(one_thread):
     """The first 60 s of the scene `make demo` plays (ChainedScene(0)), through the live pipeline with
     the rules the demo uses (the checkpoint's calibration): a class never turns back on within 1 s of
     turning off unless the truth has two events there, and fewer one-second events that match no true
-    event (collar 1 s) than the bare rule. Measured with the bundled model of 2026-12-02 (full HAN):
-    calibrated 0 false re-onsets and 2 unmatched one-second events (bell visual and audio-visual at
-    48-49 s: a late onset of the true 46-49 s bell); the bare rule 2 false re-onsets (bell audio and
-    audio-visual off at 23 s, on at 24 s, inside the true 20-30 s bell) and 4 unmatched one-second
-    events. The scene holds true one-second events (horns, a bell, a whistle): those are not flicker."""
+    event (collar 1 s) than the bare rule. Measured with the bundled model of 2026-12-02 (full HAN,
+    calibrated on 30 scenes): calibrated 0 false re-onsets and 2 unmatched one-second events (bell
+    audio at 29-30 s, 2 s after the calibrated bell's offset at 27 s, inside the true 20-30 s bell;
+    bell visual at 48-49 s, a late onset of the true 46-49 s bell); the bare rule 2 false re-onsets
+    (bell audio and audio-visual off at 23 s, on at 24 s, inside the true 20-30 s bell) and 4
+    unmatched one-second events. The scene holds true one-second events (horns, a bell, a whistle):
+    those are not flicker."""
     import collections
 
     from avparse.core.extractors import build_extractor
