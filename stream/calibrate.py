@@ -348,6 +348,38 @@ def _grid(cfg: CalibrateConfig, name: str, hop: float) -> list:
 
 
 # ----------------------------------------------------------------- the search
+def _median_latency(cnt: _Counts, cols: Sequence[int]) -> float | None:
+    lats = [x for j in cols for x in cnt.lat[j]]
+    return float(np.percentile(lats, 50)) if lats else None
+
+
+def _latency_bound(recordings, truth, C: int, hop: float, snippet_seconds: float,
+                   config: CalibrateConfig) -> tuple[float | None, str]:
+    """(the bound on the median onset latency the search keeps to, why it is not the configured one).
+
+    The configured bound of the hop, unless no rule can keep it: when the bare rule's onsets come later
+    than the bound at every on threshold of the grid (the model's probabilities rise too late), no
+    candidate would be feasible and the search could change nothing (it compares feasible candidates
+    only). The bound is then the bare rule's own median latency on the same clips: calibration may not
+    delay onsets beyond what the checkpoint gives without it. A hop without a configured bound gets
+    that bound too."""
+    set_bound = config.latency_bound(hop)
+    ons = (0.5,) + tuple(v for v in config.on if v != 0.5)
+    cols = _columns([(m, 0, _Shared()) for m in range(3)], C, ons)
+    cnt = _count(recordings, truth, cols, hop, snippet_seconds, config.collar)
+    by_on = [[j for j, key in enumerate(cols.key) if key[3] == k] for k in range(len(ons))]
+    bare = _median_latency(cnt, by_on[0])
+    if set_bound is None:   # no target at this hop: no later than the bare rule on the same clips
+        return bare, ""
+    earliest = [lat for lat in (_median_latency(cnt, js) for js in by_on) if lat is not None]
+    if bare is None or not earliest or min(earliest) <= set_bound + 1e-9:
+        return set_bound, ""
+    return max(set_bound, bare), (
+        f"latency bound {set_bound:g} s cannot be kept: the bare rule's median onset latency is "
+        f"{bare:g} s (at best {min(earliest):g} s with any one on threshold); bound {max(set_bound, bare):g} s, "
+        f"the bare rule's own")
+
+
 def calibrate(recordings: Sequence[Recording], classes: Sequence[str], *, hop: float, snippet_seconds: float = 1.0,
               config: CalibrateConfig = CalibrateConfig(), log: Callable[[str], None] | None = None) -> DecisionRules:
     """The decision rules for ``hop`` chosen on ``recordings`` (see the module docstring)."""
@@ -359,12 +391,9 @@ def calibrate(recordings: Sequence[Recording], classes: Sequence[str], *, hop: f
     truth = _truth_index(recordings, classes)
     if not any(truth):
         raise ValueError("the validation clips hold no true events: nothing to calibrate on")
-    bound = config.latency_bound(hop)
-    if bound is None:   # no target at this hop: no later than the bare rule on the same clips
-        bare = _count(recordings, truth, _columns([(m, 0, _Shared()) for m in range(3)], C, (0.5,)),
-                      hop, snippet_seconds, config.collar)
-        lats = [x for j in range(len(bare.lat)) for x in bare.lat[j]]
-        bound = float(np.percentile(lats, 50)) if lats else None
+    bound, bound_note = _latency_bound(recordings, truth, C, hop, snippet_seconds, config)
+    if bound_note:
+        log(f"hop {hop:g}: {bound_note}")
     state = [_Shared() for _ in MODALITIES]
     best: list[_Choice | None] = [None, None, None]
     history = []
@@ -418,7 +447,8 @@ def calibrate(recordings: Sequence[Recording], classes: Sequence[str], *, hop: f
         log(f"hop {hop:g}: {MODALITIES[m]}: {'per-class' if per_class else 'one'} on threshold "
             f"(two-fold CV F1 shared {cv['shared']:.3f}, per class {cv['per_class']:.3f}); validation F1 "
             f"{ch.f1:.3f}, onset latency p50 {ch.latency if ch.latency is None else round(ch.latency, 3)} s")
-    info = {"search": facts, "latency_bound": None if bound is None else float(bound), "clips": len(recordings),
+    info = {"search": facts, "latency_bound": None if bound is None else float(bound),
+            "latency_bound_set": config.latency_bound(hop), "latency_bound_note": bound_note, "clips": len(recordings),
             "seconds": round(time.perf_counter() - t_start, 1), "history": history}
     return DecisionRules(hop=hop, classes=tuple(classes), audio=rules[0], visual=rules[1], audiovisual=rules[2],
                          info=info)

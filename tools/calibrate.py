@@ -49,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="per-class on thresholds: auto (if two-fold cross-validation prefers them), yes, no")
     p.add_argument("--max-latency", action="append", default=None, metavar="HOP=S",
                    help=f"bound on the median onset latency (media seconds) at a hop, e.g. 1=1.1 (repeatable; "
-                        f"defaults {bounds}; other hops: no later than the bare rule)")
+                        f"defaults {bounds}; other hops, or a bound no rule can keep: no later than the bare rule)")
     p.add_argument("--out", metavar="CKPT", help="write the calibrated checkpoint here instead of in place")
     p.add_argument("--dry-run", action="store_true", help="print the figures, write nothing")
     p.add_argument("--json", metavar="OUT", help="write the rules and all figures as JSON here")

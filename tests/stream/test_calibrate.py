@@ -75,6 +75,26 @@ def test_the_latency_bound_holds():
     assert fl["latency"]["audio+visual"]["p50"] == pytest.approx(2.0)
 
 
+def test_a_bound_no_rule_can_keep_becomes_the_bare_rules_latency():
+    """A model whose onsets come later than the bound with every threshold (here: the bound 0.5 s at
+    hop 1, where every decision waits for its 1 s snippet): the search does not freeze at the bare
+    rule (no candidate would be feasible), it keeps the bare rule's own latency and still finds the
+    rule that removes the blips and bridges the dips."""
+    recs = [recording(k) for k in range(10)]
+    cfg = CalibrateConfig(**{**SMALL.__dict__, "max_latency": ((1.0, 0.5),)})
+    rules = calibrate(recs, CLASSES, hop=1.0, config=cfg)
+    bare = figures(recs, CLASSES, TrackerConfig(), grid=GRID)
+    cal = figures(recs, CLASSES, TrackerConfig(rules=rules), grid=GRID)
+    assert rules.info["latency_bound"] == pytest.approx(1.0) and rules.info["latency_bound_set"] == 0.5
+    assert "cannot be kept" in rules.info["latency_bound_note"]
+    for m in ("audio", "visual", "audiovisual"):
+        assert bare[m]["f1"] < 0.5 and cal[m]["f1"] == pytest.approx(1.0), (m, bare[m], cal[m])
+    assert cal["latency"]["audio+visual"]["p50"] <= bare["latency"]["audio+visual"]["p50"]
+    # a bound some rule keeps is kept as set, with no note
+    ok = calibrate(recs, CLASSES, hop=1.0, config=SMALL)
+    assert ok.info["latency_bound"] == pytest.approx(1.1) and ok.info["latency_bound_note"] == ""
+
+
 def test_per_class_thresholds_only_when_held_out_clips_want_them():
     # class a's events sit at 0.7 (a 0.9 threshold misses them), class b's blips at 0.8 (a 0.7 one
     # keeps them): no single threshold serves both, and every fold shows it

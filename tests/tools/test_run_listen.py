@@ -352,10 +352,13 @@ def test_run_publishes_a_scene_and_stops_cleanly_on_a_signal(tiny_ckpt, tmp_path
 def test_run_on_a_generated_scene_matches_its_ground_truth(tmp_path):
     """The demo model on a generated scene, through `run --fast`, received by a plain subscriber, with
     the tracker rules calibrated into the checkpoint (run's default). Tolerance: an onset/offset within
-    one snippet (1 s) of the true bound. On this 60 s scene (not among the calibration scenes) the
-    calibrated rules find 7 of 8 true intervals and 11 of their 12 intervals are true; the bare rule
-    (`--no-calibration`) found the same 7 but only 9 of its 25 were true (short spurious events on
-    distractor sounds and clutter, one-second fragments). Bounds: recall >= 75%, precision >= 80%."""
+    one snippet (1 s) of the true bound; an audio-visual interval counts as an audio and a visual one.
+    On this 60 s scene (not among the calibration scenes), measured with the bundled model of
+    2026-12-02 (full HAN): the calibrated rules find all 18 true intervals and 28 of their 30 are true
+    (the 2 others are right as audio-visual intervals, engine 4-20 s and hiss 42-43 s, but the visual
+    truth there is longer); the bare rule (`--no-calibration`) found 17 of 18 and 27 of its 31 were
+    true (the hiss at 30-34 s split in two). Bounds: recall >= 90%, precision >= 90% (the bare rule's
+    87% fails it)."""
     from avparse.train.synth import SynthConfig, make_scene
 
     pub = f"tcp://127.0.0.1:{free_port()}"
@@ -389,7 +392,7 @@ def test_run_on_a_generated_scene_matches_its_ground_truth(tmp_path):
 
     recall = sum(any(match(t, f) for f in per_mod) for t in truth) / max(1, len(truth))
     precision = sum(any(match(t, f) for t in truth) for f in per_mod) / max(1, len(per_mod))
-    assert recall >= 0.75 and precision >= 0.8, (recall, precision, truth, per_mod)
+    assert recall >= 0.9 and precision >= 0.9, (recall, precision, truth, per_mod)   # measured: 1.0, 0.933
 
 
 def test_fuzzed_run_configs_give_user_errors_only(tmp_path):

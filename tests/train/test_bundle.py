@@ -166,12 +166,18 @@ def test_bundled_model_parses_a_fresh_scene(one_thread):
 def test_bundled_model_does_not_flicker_on_the_demo_scene(one_thread):
     """The first 60 s of the scene `make demo` plays (ChainedScene(0)), through the live pipeline with
     the rules the demo uses (the checkpoint's calibration): a class never turns back on within 1 s of
-    turning off unless the truth has two events there (the bare rule does it twice on this scene), and
-    fewer one-second events than the bare rule (2 vs 12 here)."""
+    turning off unless the truth has two events there, and fewer one-second events that match no true
+    event (collar 1 s) than the bare rule. Measured with the bundled model of 2026-12-02 (full HAN,
+    calibrated on 30 scenes): calibrated 0 false re-onsets and 2 unmatched one-second events (bell
+    audio at 29-30 s, 2 s after the calibrated bell's offset at 27 s, inside the true 20-30 s bell;
+    bell visual at 48-49 s, a late onset of the true 46-49 s bell); the bare rule 2 false re-onsets
+    (bell audio and audio-visual off at 23 s, on at 24 s, inside the true 20-30 s bell) and 4
+    unmatched one-second events. The scene holds true one-second events (horns, a bell, a whistle):
+    those are not flicker."""
     import collections
 
     from avparse.core.extractors import build_extractor
-    from avparse.stream.eventscore import detections
+    from avparse.stream.eventscore import detections, with_audiovisual
     from avparse.stream.offline import parse_source
     from avparse.stream.pipeline import pipeline_config
     from avparse.stream.sources import SceneSource
@@ -204,9 +210,16 @@ def test_bundled_model_does_not_flicker_on_the_demo_scene(one_thread):
                     out.append((label, mod, a.offset, b.onset))
         return out
 
-    def one_second(segs):
-        return sum(1 for s in segs if s.offset - s.onset <= 1.0 + 1e-6)
+    true_av = with_audiovisual(truth)
+
+    def unmatched_one_second(segs):
+        return [(s.label, s.modality, s.onset, s.offset) for s in segs if s.offset - s.onset <= 1.0 + 1e-6
+                and not any(t.label == s.label and t.modality == s.modality and abs(t.onset - s.onset) <= 1.0
+                            and abs(t.offset - s.offset) <= 1.0 for t in true_av)]
 
     cal, bare = intervals(True), intervals(False)
     assert false_reonsets(cal) == [], false_reonsets(cal)
-    assert one_second(cal) < one_second(bare), (one_second(cal), one_second(bare))
+    assert false_reonsets(bare), "the bare rule re-onsets on this scene: the check above can fail"
+    assert len(unmatched_one_second(cal)) <= 2, unmatched_one_second(cal)   # measured: 2
+    assert len(unmatched_one_second(cal)) < len(unmatched_one_second(bare)), (unmatched_one_second(cal),
+                                                                              unmatched_one_second(bare))

@@ -132,20 +132,17 @@ def tracker_cost(classes: int, reps: int, rules=None) -> dict:
 
 
 def bench(cfg: BenchEventsConfig, log=print) -> dict:
-    import torch
-
     from avparse.stream.calibrate import figures, tracker_events
     from avparse.stream.eventscore import detections, score_events, with_audiovisual
     from avparse.stream.tracker import TrackerConfig
-    from avparse.tools.common import checkpoint_extractor, load_checkpoint, model_path
+    from avparse.tools.common import load_model_parts
 
     from .calibration import event_table
 
-    path = model_path(str(cfg.model) if cfg.model else None)
-    loaded = load_checkpoint(path)
-    extractor = checkpoint_extractor(loaded)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    # threads: None keeps torch's default (0 for the shared loader), as the flag's help says
+    resolved, loaded, extractor = load_model_parts({"model": str(cfg.model) if cfg.model else None,
+                                                    "threads": 0 if cfg.threads is None else cfg.threads})
+    path = resolved.path
     res: dict = {"checkpoint": str(path), "calibrated": loaded.calibration is not None, "machine": machine(),
                  "config": {"scenes": cfg.scenes, "seconds": cfg.seconds, "seed": cfg.seed, "hops": list(cfg.hops)},
                  "hops": {}}
