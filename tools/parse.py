@@ -31,6 +31,7 @@ from .common import (
     check_model,
     fail,
     load_model_parts,
+    mirror_option,
     real_input_notice,
     run_main,
     stream_name,
@@ -142,6 +143,7 @@ def _run(args) -> int:
 
     fmt = "json" if args.json else (args.format or "text")
     check_model(args.model)
+    mirror_option(args.mirror)
     check_media(args.file)
     url = is_url(args.file)
     stream = args.stream or stream_name(Path(args.file).stem)

@@ -29,6 +29,7 @@ from .common import (
     check_device,
     check_model,
     load_model_parts,
+    mirror_option,
     open_publisher,
     real_input_notice,
     run_main,
@@ -40,8 +41,8 @@ from .common import (
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
 TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
-            "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on", "min_off",
-            "gate", "calibration",
+            "offline", "mirror", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on",
+            "min_off", "gate", "calibration",
             "publish", "stream"}
 PUBLISH_KEYS = {"pub", "snapshot", "log", "name", "curve_server_key", "curve_allow", "heartbeat"}
 STREAM_KEYS = {"name", "scene", "scene_duration", "file", "camera", "mic", "speed"}
@@ -120,6 +121,7 @@ _TYPES = {
     "model": ((str,), "a model name or a path"), "profile": ((str,), "a profile name"),
     "hop": ((int, float), "a number"), "precision": ((str,), "auto, fp32, bf16 or fp16"),
     "offline": ((bool,), "true or false"), "threads": ((int,), "an integer"), "max_lag": ((int, float), "a number"),
+    "mirror": ((str,), "a base address (http://host/path/)"),
     "lookahead": ((int,), "an integer"), "window": ((int,), "an integer"), "max_batch": ((int,), "an integer"),
     "device": ((str,), "a string"), "backend": ((str,), "a string"), "extractor_weights": ((str,), "a path"),
     "duration": ((int, float), "a number"), "fast": ((bool,), "true or false"), "on": ((int, float), "a number"),
@@ -143,7 +145,18 @@ _RANGES = {
     "precision": (lambda v: v in PRECISIONS, "one of " + ", ".join(PRECISIONS)),
     "threads": (lambda v: v >= 0, "an integer >= 0 (0: torch's own)"),
     "max_lag": (lambda v: 0 <= v < float("inf"), "finite seconds >= 0 (0: never shed)"),
+    "mirror": (lambda v: _is_mirror(v), "a base address: http://host/path/, https://... or file:///folder/"),
 }
+
+
+def _is_mirror(text: str) -> bool:
+    from avparse.core.hub import check_mirror
+
+    try:
+        check_mirror(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_toml(path: str) -> RunSpec:
@@ -228,10 +241,11 @@ def spec_from_args(args) -> RunSpec:
         raise UserError(f"--duration must be a finite number of seconds >= 0, got {args.duration}")
     if args.max_lag is not None and not 0 <= args.max_lag < float("inf"):
         raise UserError(f"--max-lag must be finite seconds >= 0, got {args.max_lag}")
+    mirror_option(args.mirror)  # a bad address is one line now, before the sockets open
     # flags override the file's top-level and [publish] values
     for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
-              "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on",
-              "min_off"):
+              "offline", "mirror", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off",
+              "min_on", "min_off"):
         v = getattr(args, k)
         if v is not None:
             spec.options[k] = v
