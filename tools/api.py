@@ -266,12 +266,14 @@ def load_parts(spec, options: ModelOptions = ModelOptions(), *, progress: TextIO
     return res, loaded, extractor
 
 
-def real_input_notice(entry, kind: str) -> Optional[str]:
-    """The one line a model trained on generated scenes owes a user who feeds it real input."""
+def real_input_notice(entry, kind: str, classes=None) -> Optional[str]:
+    """The one line a model trained on generated scenes owes a user who feeds it real input.
+    ``classes``: the loaded checkpoint's (what the model really knows; default: the registry entry's)."""
     if entry is None or getattr(entry, "real_world", True) or kind == "scene":
         return None
-    shown = ", ".join(entry.classes[:4])
-    return (f"the bundled {entry.name} model knows only the {len(entry.classes)} classes of generated scenes "
+    classes = tuple(entry.classes if classes is None else classes)
+    shown = ", ".join(classes[:4])
+    return (f"the bundled {entry.name} model knows only the {len(classes)} classes of generated scenes "
             f"({shown}, ...) and labels real {kind} input with them anyway; for real video use --model llp "
             "(25 everyday classes: Speech, Dog, Car, ...)")
 
@@ -325,7 +327,7 @@ class Parser:
         return None if rules is None else TrackerConfig.from_options(rules=rules)
 
     def _notice(self, kind: str) -> None:
-        text = real_input_notice(self.entry, kind)
+        text = real_input_notice(self.entry, kind, self.classes)
         if text and not self._warned:
             self._warned = True
             warnings.warn(text, UserWarning, stacklevel=3)

@@ -154,11 +154,12 @@ def thread_tuner(o: dict):
     return ThreadTuner()
 
 
-def real_input_notice(prog: str, entry, kind: str) -> None:
-    """Print, once, the line a model trained on generated scenes owes a user of real input."""
+def real_input_notice(prog: str, entry, kind: str, classes=None) -> None:
+    """Print, once, the line a model trained on generated scenes owes a user of real input
+    (``classes``: the loaded checkpoint's)."""
     from .api import real_input_notice as text_of
 
-    text = text_of(entry, kind)
+    text = text_of(entry, kind, classes)
     if text:
         print(f"{prog}: note: {text}", file=sys.stderr, flush=True)
 

@@ -161,7 +161,7 @@ def _run(args) -> int:
                                  device=device, backend=args.backend, tracker=tracker)
     except ValueError as e:
         raise UserError(f"pipeline options: {e}") from None
-    real_input_notice("avparse parse", res.entry, "file")
+    real_input_notice("avparse parse", res.entry, "file", loaded.classes)
     progress = None
     if sys.stderr.isatty() and not url:
         try:

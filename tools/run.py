@@ -326,7 +326,7 @@ def _run(spec: RunSpec) -> int:
             clock = VirtualClock() if fast else RealClock()
             sources = build_sources(spec.streams, loaded.profile, fast=fast)
             for s in spec.streams:
-                real_input_notice("avparse run", res.entry, input_kind(s))
+                real_input_notice("avparse run", res.entry, input_kind(s), loaded.classes)
             runtime = Runtime(config, loaded, extractor, sources, clock=clock)
             runtime.on_notice = lambda text: print(f"avparse run: {text}", file=sys.stderr, flush=True)
             tuner = thread_tuner(o)

@@ -241,7 +241,7 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
         except ValueError as e:
             raise UserError(f"pipeline options: {e}") from None
         real_input_notice("avparse demo", res.entry, "file" if cfg.file else "camera" if cfg.camera else
-                          "microphone" if cfg.mic else "scene")
+                          "microphone" if cfg.mic else "scene", loaded.classes)
         runtime = Runtime(config, loaded, extractor, tapped, clock=RealClock())
         runtime.on_notice = lambda text: print(f"avparse demo: {text}", file=sys.stderr, flush=True)
         tuner = thread_tuner(model_opts)
