@@ -105,7 +105,8 @@ def _run(args) -> int:
     if args.fetch:
         for name in names:
             try:
-                res = resolve(name, ModelOptions(profile=args.profile, offline=args.offline, mirror=args.mirror and mirror),
+                given = mirror if args.mirror is not None else None  # None: hub reads AVPARSE_MIRROR itself
+                res = resolve(name, ModelOptions(profile=args.profile, offline=args.offline, mirror=given),
                               progress=default_progress())
             except ModelError as e:
                 raise UserError(str(e)) from None

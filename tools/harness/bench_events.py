@@ -137,13 +137,14 @@ def bench(cfg: BenchEventsConfig, log=print) -> dict:
     from avparse.stream.calibrate import figures, tracker_events
     from avparse.stream.eventscore import detections, score_events, with_audiovisual
     from avparse.stream.tracker import TrackerConfig
-    from avparse.tools.common import checkpoint_extractor, load_checkpoint, model_path
+    from avparse.tools.common import check_model, load_model_parts
 
     from .calibration import event_table
 
-    path = model_path(str(cfg.model) if cfg.model else None)
-    loaded = load_checkpoint(path)
-    extractor = checkpoint_extractor(loaded)
+    check_model(str(cfg.model) if cfg.model else None)
+    resolved, loaded, extractor = load_model_parts({"model": str(cfg.model) if cfg.model else None,
+                                                    "threads": cfg.threads})
+    path = resolved.path
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     res: dict = {"checkpoint": str(path), "calibrated": loaded.calibration is not None, "machine": machine(),
