@@ -31,9 +31,11 @@ def _payload(chunk) -> int:
 class ReadAhead:
     """A source (``open``/``read``/``close``, ``name``) whose ``read()`` is run in a thread from
     ``open()`` on. ``open()`` may be called again (it does nothing then), so a caller can start the
-    reading early and hand the object to code that opens its sources itself. ``close()`` (any
-    thread) stops the reading and closes the source. An exception of the source's ``read()`` is
-    raised by this ``read()`` after the chunks that came before it."""
+    reading early and hand the object to code that opens its sources itself. ``start()`` opens the
+    source in the thread too (the caller goes on at once); a later ``open()`` waits for that and
+    raises what the source's ``open()`` raised. ``close()`` (any thread) stops the reading and
+    closes the source. An exception of the source's ``read()`` is raised by this ``read()`` after
+    the chunks that came before it."""
 
     def __init__(self, source, *, max_bytes: int = READ_AHEAD_BYTES):
         if max_bytes <= 0:
@@ -47,6 +49,8 @@ class ReadAhead:
         self._done = False
         self._stopped = False
         self._error: BaseException | None = None
+        self._open_error: BaseException | None = None
+        self._opened = threading.Event()
         self._thread: threading.Thread | None = None
 
     def __getattr__(self, attr):  # kinds, has_audio, has_video, info, path, counters, ... of the source
@@ -55,14 +59,40 @@ class ReadAhead:
         return getattr(self.source, attr)
 
     def open(self) -> None:
-        """Open the source (its errors are raised here) and start reading it; again: nothing."""
-        if self._thread is not None:
+        """Open the source (its errors are raised here) and start reading it; after ``start()``: wait
+        for the opening and raise its error; again: nothing."""
+        if self._thread is None:
+            self.source.open()
+            self._opened.set()
+            self._begin(False)
             return
-        self.source.open()
-        self._thread = threading.Thread(target=self._run, name=f"avparse-readahead-{self.name}", daemon=True)
+        self._opened.wait()
+        if self._open_error is not None:
+            raise self._open_error
+
+    def start(self) -> None:
+        """Open the source and read it, both in the thread; returns at once (``open()`` reports)."""
+        if self._thread is None:
+            self._begin(True)
+
+    def _begin(self, open_first: bool) -> None:
+        self._thread = threading.Thread(target=self._run, args=(open_first,), name=f"avparse-readahead-{self.name}",
+                                        daemon=True)
         self._thread.start()
 
-    def _run(self) -> None:
+    def _run(self, open_first: bool = False) -> None:
+        if open_first:
+            try:
+                self.source.open()
+            except BaseException as e:  # raised by open() (and read()) in the caller's thread
+                self._open_error = e
+            finally:
+                self._opened.set()
+            if self._open_error is not None or self._stopped:
+                with self._cond:
+                    self._done = True
+                    self._cond.notify_all()
+                return
         it = self.source.read()
         try:
             for chunk in it:
@@ -87,8 +117,7 @@ class ReadAhead:
                 self._cond.notify_all()
 
     def read(self) -> Iterator[Chunk]:
-        if self._thread is None:
-            self.open()
+        self.open()  # opens, or waits for the opening started by start() (and raises its error)
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._items or self._done)

@@ -133,23 +133,20 @@ def main(argv=None) -> int:
 
 
 def _read_ahead(args, stream: str):
-    """The file opened and read ahead (ReadAhead) before the model loads, when the model is a registry
-    name (its profile, hence the sample rate, is known without torch); None for a checkpoint path.
-    A file FFmpeg cannot read is a UserError here, before the model loads."""
+    """The file opened and read ahead (ReadAhead.start: probed and decoded in a thread) while the
+    model loads, when the model is a registry name (its profile, hence the sample rate, is known
+    without torch); None for a checkpoint path. A file FFmpeg cannot read is reported when the
+    parse opens its source, as without the read-ahead."""
     from avparse.core import registry
-    from avparse.core.media import MediaError
     from avparse.core.profiles import PROFILES
-    from avparse.stream.sources import FileSource, ReadAhead, SourceError
+    from avparse.stream.sources import FileSource, ReadAhead
 
     entry = registry.MODELS.get(args.model or registry.DEFAULT_MODEL)
     profile = PROFILES.get(args.profile or entry.profile) if entry is not None else None
     if profile is None:
         return None
     source = ReadAhead(FileSource(args.file, sample_rate=profile.sample_rate, name=stream))
-    try:
-        source.open()
-    except (MediaError, SourceError) as e:
-        raise UserError(str(e)) from None
+    source.start()
     return source
 
 
@@ -195,8 +192,10 @@ def _run(args) -> int:
     progress = None
     if sys.stderr.isatty() and not url:
         try:
+            if early is not None:
+                early.open()  # waits for the opening that started before the model loaded
             total = early.info.duration if early is not None else probe(args.file).duration
-        except MediaError as e:
+        except (MediaError, SourceError) as e:
             raise UserError(str(e)) from None
         if total >= PROGRESS_MIN_SECONDS:
             progress = Progress(sys.stderr, total)

@@ -79,16 +79,18 @@ def _ffmpeg_children() -> list:
     return [x for x in out if x.split()[1:2] == [me] and "ffmpeg" in x]
 
 
-def test_read_ahead_gives_the_same_chunks_bounded_and_stops_its_decoders(llp_clip):
+def test_read_ahead_gives_the_same_chunks_bounded_and_stops_its_decoders(llp_clip, tmp_path):
     """ReadAhead(FileSource) on the real clip: the same chunks in the same order as FileSource read
-    directly; decoding runs before read() is called, the buffer stays within its bound (one chunk over
-    at most), and close() mid-way ends FFmpeg."""
+    directly; opening and decoding run before read() is called (start), the buffer stays within its
+    bound (one chunk over at most), close() mid-way ends FFmpeg, and a file FFmpeg cannot read is
+    reported by open() as without the read-ahead."""
     from avparse.stream.sources import ReadAhead
 
     direct = list(FileSource(llp_clip, sample_rate=16000).read())
     ahead = ReadAhead(FileSource(llp_clip, sample_rate=16000), max_bytes=2_000_000)
+    ahead.start()  # probes and decodes in its thread; returns at once
+    ahead.open()   # waits for the opening; again (iter_source opens its source): nothing new
     ahead.open()
-    ahead.open()  # a second open (iter_source opens its source) does nothing
     deadline = time.monotonic() + 20
     while ahead._bytes < 1_500_000 and time.monotonic() < deadline:  # decoded before anyone reads
         time.sleep(0.02)
@@ -114,6 +116,14 @@ def test_read_ahead_gives_the_same_chunks_bounded_and_stops_its_decoders(llp_cli
             break
         time.sleep(0.1)
     assert _ffmpeg_children() == []
+    bad = tmp_path / "not-media.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    broken = ReadAhead(FileSource(bad, sample_rate=16000))
+    broken.start()
+    with pytest.raises(MediaError, match="not-media.mp4"):
+        broken.open()
+    with pytest.raises(MediaError):
+        list(broken.read())
 
 
 def test_file_source_paced_on_injected_clock(llp_clip):
