@@ -440,8 +440,8 @@ def download(f: RemoteFile, *, mirror: str | None = None, progress: TextIO | Non
                     partial.unlink()
                     continue
                 if e.code < 500 and e.code != 429 or attempt >= retries:
-                    raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; cannot download {f.name}"
-                                        + (" (check the mirror: --mirror or AVPARSE_MIRROR)" if mirror else "")) from None
+                    hint = " (check the mirror: --mirror or AVPARSE_MIRROR)" if mirror else ""
+                    raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; cannot download {f.name}{hint}") from None
             except ValueError as e:  # urllib: "unknown url type" and other malformed addresses
                 raise DownloadError(f"{url}: not a valid address ({e})") from None
             except OSError as e:  # URLError (no network, refused), timeouts, a connection cut mid-way

@@ -139,7 +139,8 @@ def _small_llp(host, monkeypatch, tmp_path):
         files[real.name] = hub.RemoteFile(name=real.name, url=host.url(f"/original/{real.name}"), **check)
         host.files[f"/mirror/{real.name}"] = p.read_bytes()
     fs = lambda *fl: tuple(files[f.name] for f in fl)  # noqa: E731
-    monkeypatch.setitem(registry.MODELS, "llp", dataclasses.replace(registry.LLP, checkpoint=files[registry.MMIL_NET.name]))
+    monkeypatch.setitem(registry.MODELS, "llp",
+                        dataclasses.replace(registry.LLP, checkpoint=files[registry.MMIL_NET.name]))
     monkeypatch.setitem(registry.PROFILE_FILES, "paper", fs(registry.VGGISH, registry.RESNET152, registry.R2PLUS1D))
     return files
 

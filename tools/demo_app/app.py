@@ -194,7 +194,8 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
             publish = {k: v for k, v in (("pub", cfg.pub), ("snapshot", cfg.snapshot)) if v}
             publisher = open_publisher(publish, " (or pass --pub/--snapshot, or --no-publish)")
         model_opts = {"model": cfg.model, "device": cfg.device, "precision": cfg.precision, "profile": cfg.profile,
-                      "offline": cfg.offline, "mirror": cfg.mirror, "threads": cfg.threads, "extractor_weights": cfg.extractor_weights}
+                      "offline": cfg.offline, "mirror": cfg.mirror, "threads": cfg.threads,
+                      "extractor_weights": cfg.extractor_weights}
         res, loaded, extractor = load_model_parts(model_opts)
         profile = loaded.profile
         sources, where, truth = _watch(cfg, profile)
