@@ -20,9 +20,11 @@ mtime) in ``.avparse-verified.json`` in the cache folder, so a 230 MB file is
 not hashed at every start. A missing file is downloaded into the cache unless
 offline mode is on (``offline=True`` or ``AVPARSE_OFFLINE=1``): then the error
 names every missing file, where to put it and where it is published. A mirror
-base address (``mirror=`` or ``AVPARSE_MIRROR``) replaces the original
-hosts: ``<mirror>/<file name>`` for every file, a flat folder that any web
-server can serve.
+base address (``mirror=``, the commands' ``--mirror``, or ``AVPARSE_MIRROR``)
+replaces the original hosts: ``<mirror>/<file name>`` for every file, a flat
+folder that any web server can serve (http://, https://, or file:// for a
+folder on a shared disk); the files are checked exactly as from the
+original hosts.
 
 Downloads go to ``<name>.partial`` beside the final file (under an exclusive
 lock, so two processes never write one file), resume with an HTTP Range
@@ -112,6 +114,22 @@ def mirror_default() -> str | None:
     """``AVPARSE_MIRROR``: a base address serving the files by name (None when unset)."""
     m = os.environ.get("AVPARSE_MIRROR", "").strip()
     return m or None
+
+
+MIRROR_SCHEMES = ("http://", "https://", "file://")  # what urllib fetches; file:// for a folder on a share
+
+
+def check_mirror(mirror: str) -> str:
+    """``mirror`` if it is a base address avparse can download from (http://host/..., https://...,
+    file:///folder), else ValueError saying why (one line)."""
+    from urllib.parse import urlsplit
+
+    text = mirror.strip()
+    parts = urlsplit(text)
+    if not text.lower().startswith(MIRROR_SCHEMES) or (parts.scheme != "file" and not parts.netloc):
+        raise ValueError(f"{mirror!r} is not a base address: give http://host/path/, https://... or "
+                         "file:///folder/ (the model files are fetched as <mirror>/<file name>)")
+    return text
 
 
 def source_url(f: RemoteFile, mirror: str | None) -> str:
@@ -265,6 +283,7 @@ def fetch(files: Sequence[RemoteFile], *, dirs: Iterable = (), offline: bool | N
     """
     dirs = list(dirs)
     offline = offline_default() if offline is None else offline
+    given = mirror
     mirror = mirror_default() if mirror is None else (mirror or None)
     found: dict[str, Path] = {}
     missing = []
@@ -277,6 +296,11 @@ def fetch(files: Sequence[RemoteFile], *, dirs: Iterable = (), offline: bool | N
     if missing and offline:
         raise WeightsNotFoundError(missing_message(missing, dirs, why="offline mode (AVPARSE_OFFLINE or --offline) "
                                                                       "does not download"))
+    if missing and mirror:  # checked when it is needed: a bad setting does not stop a run from the cache
+        try:
+            mirror = check_mirror(mirror)
+        except ValueError as e:
+            raise DownloadError(f"{'mirror' if given else 'AVPARSE_MIRROR'} {e}") from None
     for f in missing:
         found[f.name] = download(f, mirror=mirror, progress=progress, retries=retries, timeout=timeout)
     return [found[f.name] for f in files]
@@ -416,8 +440,8 @@ def download(f: RemoteFile, *, mirror: str | None = None, progress: TextIO | Non
                     partial.unlink()
                     continue
                 if e.code < 500 and e.code != 429 or attempt >= retries:
-                    raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; cannot download {f.name}"
-                                        + (" (check AVPARSE_MIRROR)" if mirror else "")) from None
+                    hint = " (check the mirror: --mirror or AVPARSE_MIRROR)" if mirror else ""
+                    raise DownloadError(f"{url}: HTTP {e.code} {e.reason}; cannot download {f.name}{hint}") from None
             except ValueError as e:  # urllib: "unknown url type" and other malformed addresses
                 raise DownloadError(f"{url}: not a valid address ({e})") from None
             except OSError as e:  # URLError (no network, refused), timeouts, a connection cut mid-way
@@ -427,8 +451,10 @@ def download(f: RemoteFile, *, mirror: str | None = None, progress: TextIO | Non
                     reason = getattr(e, "reason", None) or e
                     kept = (f"; the {partial.stat().st_size} bytes received are kept in {partial} and the next "
                             "run resumes" if partial.exists() and partial.stat().st_size else "")
-                    raise DownloadError(f"{url}: {reason}; cannot download {f.name}{kept} (no network? set "
-                                        f"AVPARSE_MIRROR, or put the file in {cache} by hand)") from None
+                    hint = ("is the mirror (--mirror or AVPARSE_MIRROR) up?" if mirror else
+                            "no network? give a mirror with --mirror or AVPARSE_MIRROR,")
+                    raise DownloadError(f"{url}: {reason}; cannot download {f.name}{kept} ({hint} or put the "
+                                        f"file in {cache} by hand)") from None
             except Exception as e:  # http.client.IncompleteRead and other protocol errors (not OSErrors)
                 if attempt >= retries:
                     raise DownloadError(f"{url}: {type(e).__name__}: {e}; cannot download {f.name}") from None

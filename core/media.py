@@ -285,8 +285,8 @@ def _audio_cmd(src: str, sample_rate: int, channels: int) -> list[str]:
     ]
 
 
-def _open_audio(path, sample_rate: int):
-    info = probe(path)
+def _open_audio(path, sample_rate: int, info: MediaInfo | None = None):
+    info = info or probe(path)
     if not info.has_audio:
         raise MediaError(f"{info.path}: no audio track (the file has only video)")
     if sample_rate <= 0:
@@ -297,14 +297,16 @@ def _open_audio(path, sample_rate: int):
     return info, ch, proc, _StderrReader(proc.stderr)
 
 
-def iter_audio(path, sample_rate: int, block: int, *, strict: bool = True) -> Iterator[tuple[float, np.ndarray]]:
+def iter_audio(path, sample_rate: int, block: int, *, strict: bool = True,
+               info: MediaInfo | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(t, samples)``: float32 mono blocks of ``block`` samples (the
     last may be shorter) at ``sample_rate``; ``t`` is the media time of the
     block's first sample. ``strict``: raise MediaError at the end when FFmpeg
-    reported a truncated or damaged file (otherwise decode what is there)."""
+    reported a truncated or damaged file (otherwise decode what is there).
+    ``info``: the file's ``probe`` (given: not probed again)."""
     if block <= 0:
         raise ValueError(f"block must be positive, got {block}")
-    info, ch, proc, err = _open_audio(path, sample_rate)
+    info, ch, proc, err = _open_audio(path, sample_rate, info)
     frame_bytes = 4 * ch
     n = 0
     try:
@@ -342,16 +344,17 @@ def _parse_size(size) -> tuple[int, int] | None:
 
 
 def iter_frames(path, *, fps: float | None = None, size=None, strict: bool = True,
-                pts_timeout: float = 30.0) -> Iterator[tuple[float, np.ndarray]]:
+                pts_timeout: float = 30.0, info: MediaInfo | None = None) -> Iterator[tuple[float, np.ndarray]]:
     """Yield ``(pts_seconds, image)``: uint8 RGB [H, W, 3] video frames with
     their real presentation times (variable frame rate stays variable).
 
     ``fps``: resample to a constant rate first (FFmpeg's fps filter; frame k
     is then at k / fps). ``size``: ``(width, height)`` or an int for a square;
     the image is scaled to it (no cropping). ``strict``: raise MediaError at
-    the end when FFmpeg reported a truncated or damaged file.
+    the end when FFmpeg reported a truncated or damaged file. ``info``: the
+    file's ``probe`` (given: not probed again).
     """
-    info = probe(path)
+    info = info or probe(path)
     if not info.has_video:
         raise MediaError(f"{info.path}: no video track (the file has only audio)")
     wh = _parse_size(size)
@@ -395,7 +398,7 @@ def iter_frames(path, *, fps: float | None = None, size=None, strict: bool = Tru
 
 
 def iter_av(path, *, sample_rate: int, block: int, fps: float | None = None, size=None,
-            strict: bool = True) -> Iterator[tuple[str, float, np.ndarray]]:
+            strict: bool = True, info: MediaInfo | None = None) -> Iterator[tuple[str, float, np.ndarray]]:
     """Audio and video of one file, decoded together, in media-time order.
 
     Yields ``("audio", t, float32 mono [<= block])`` and ``("video", t, uint8
@@ -403,11 +406,11 @@ def iter_av(path, *, sample_rate: int, block: int, fps: float | None = None, siz
     in (``t + len / sample_rate``), a frame at its pts, so the order is the
     one a live camera and microphone would deliver. A file without
     audio (or without video) yields only the other kind; a file with neither
-    raises MediaError.
+    raises MediaError. ``info``: the file's ``probe`` (given: not probed again).
     """
-    info = probe(path)
-    audio = iter_audio(info.path, sample_rate, block, strict=strict) if info.has_audio else iter([])
-    video = iter_frames(info.path, fps=fps, size=size, strict=strict) if info.has_video else iter([])
+    info = info or probe(path)
+    audio = iter_audio(info.path, sample_rate, block, strict=strict, info=info) if info.has_audio else iter([])
+    video = iter_frames(info.path, fps=fps, size=size, strict=strict, info=info) if info.has_video else iter([])
     try:
         a = next(audio, None)
         v = next(video, None)

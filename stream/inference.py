@@ -26,6 +26,9 @@ later) has arrived. With hop = 1 s, stride = 1.
 
 At the end of a stream (``flush(stream)``) the targets still waiting for their
 lookahead are predicted from the windows ending at the newest snippet.
+torch is imported by the calls that run the models, not with the module: the
+commands read InferenceConfig's defaults for their flags without loading it
+(``avparse parse`` starts decoding its file while torch loads).
 """
 
 from __future__ import annotations
@@ -33,14 +36,16 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, NamedTuple, Optional
+from typing import TYPE_CHECKING, Callable, NamedTuple, Optional
 
 import numpy as np
-import torch
 
 from .grid import SnippetGrid
 from .tracker import SnippetProbs
 from .types import Snippet
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -211,6 +216,8 @@ class Inference:
 
     def _extract(self, batch: list[Snippet]) -> list[tuple]:
         """One extractor call per frame size in the batch -> per snippet (audio, v2d, v3d)."""
+        import torch
+
         groups: "OrderedDict[tuple, list[int]]" = OrderedDict()
         for i, s in enumerate(batch):
             groups.setdefault(s.frames.shape, []).append(i)
@@ -242,6 +249,8 @@ class Inference:
     def _run_han(self, windows: list[Window]) -> list[SnippetProbs]:
         if not windows:
             return []
+        import torch
+
         cfg = self.config
         by_len: "OrderedDict[int, list[int]]" = OrderedDict()
         for i, w in enumerate(windows):
@@ -281,6 +290,8 @@ class Inference:
 def _finite_or_zero(feats: tuple, counters: dict, key: str) -> tuple:
     """The features of one snippet with NaN/inf replaced by zeros (counted): a non-finite
     feature would spread through attention to every snippet of every window it is in."""
+    import torch
+
     bad = [name for name, x in zip(("audio", "v2d", "v3d"), feats) if not bool(torch.isfinite(x).all())]
     if not bad:
         return feats

@@ -12,6 +12,9 @@ Every chunk carries its media time ``t`` (the stream's own clock) and
   paced or fast.
 - ``CameraSource`` (``source_camera``): any OpenCV capture.
 - ``MicrophoneSource`` (``source_mic``): a PortAudio input device.
+- ``ReadAhead`` (``source_readahead``): any of them read in a thread into a
+  bounded buffer ahead of its consumer (``avparse parse`` decodes while the
+  model loads).
 
 Audio always leaves a source as float32 mono at the ``sample_rate`` the
 source was given (the profile's), in blocks of ``block_seconds``.
@@ -41,6 +44,7 @@ from .source_base import (
 )
 from .source_camera import CameraSource, list_video_devices
 from .source_mic import MicrophoneSource, list_input_devices
+from .source_readahead import ReadAhead
 from .types import AudioChunk, Chunk, EndOfStream, VideoFrame
 
 
@@ -104,12 +108,13 @@ class FileSource:
         clock, pacer = self.clock, Pacer(self.clock, self._stop, self.speed)
         end_t = 0.0
         reason, error = "end-of-stream", None
+        info = self.info  # probed once, at open(): the decoders do not probe again
         self._it = media.iter_av(self.path, sample_rate=self.sample_rate, block=self.block,
-                                 fps=self.fps, size=self.size, strict=True) \
+                                 fps=self.fps, size=self.size, strict=True, info=info) \
             if (self.has_audio and self.has_video) else (
-                (("audio", t, x) for t, x in media.iter_audio(self.path, self.sample_rate, self.block))
+                (("audio", t, x) for t, x in media.iter_audio(self.path, self.sample_rate, self.block, info=info))
                 if self.has_audio else
-                (("video", t, x) for t, x in media.iter_frames(self.path, fps=self.fps, size=self.size)))
+                (("video", t, x) for t, x in media.iter_frames(self.path, fps=self.fps, size=self.size, info=info)))
         try:
             for kind, t, x in self._it:   # the pacer's time line starts at the first item
                 if self._stop:
@@ -229,7 +234,7 @@ class SceneSource:
 
 
 __all__ = [
-    "FileSource", "SceneSource", "CameraSource", "MicrophoneSource",
+    "FileSource", "SceneSource", "CameraSource", "MicrophoneSource", "ReadAhead",
     "SourceError", "CameraError", "MicrophoneError", "MediaError",
     "Clock", "RealClock", "VirtualClock", "list_video_devices", "list_input_devices",
 ]

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 import warnings
+from collections import deque
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional, TextIO
@@ -265,12 +266,14 @@ def load_parts(spec, options: ModelOptions = ModelOptions(), *, progress: TextIO
     return res, loaded, extractor
 
 
-def real_input_notice(entry, kind: str) -> Optional[str]:
-    """The one line a model trained on generated scenes owes a user who feeds it real input."""
+def real_input_notice(entry, kind: str, classes=None) -> Optional[str]:
+    """The one line a model trained on generated scenes owes a user who feeds it real input.
+    ``classes``: the loaded checkpoint's (what the model really knows; default: the registry entry's)."""
     if entry is None or getattr(entry, "real_world", True) or kind == "scene":
         return None
-    shown = ", ".join(entry.classes[:4])
-    return (f"the bundled {entry.name} model knows only the {len(entry.classes)} classes of generated scenes "
+    classes = tuple(entry.classes if classes is None else classes)
+    shown = ", ".join(classes[:4])
+    return (f"the bundled {entry.name} model knows only the {len(classes)} classes of generated scenes "
             f"({shown}, ...) and labels real {kind} input with them anyway; for real video use --model llp "
             "(25 everyday classes: Speech, Dog, Car, ...)")
 
@@ -324,7 +327,7 @@ class Parser:
         return None if rules is None else TrackerConfig.from_options(rules=rules)
 
     def _notice(self, kind: str) -> None:
-        text = real_input_notice(self.entry, kind)
+        text = real_input_notice(self.entry, kind, self.classes)
         if text and not self._warned:
             self._warned = True
             warnings.warn(text, UserWarning, stacklevel=3)
@@ -357,7 +360,9 @@ class Parser:
         ``realtime``; cameras and microphones in real time. Sources open now (a missing device raises
         here); the runtime runs in a thread; at most ``max_pending`` events wait for the loop (then
         the runtime waits, and live capture drops what it cannot queue, counted in ``stats``).
-        Breaking out of the loop (or ``close()``) stops it and closes the sources."""
+        ``close()`` (or leaving a ``with`` block, or dropping the stream after ``break``) stops it and
+        closes the sources; reading on after ``close()`` gives the "stopped" offsets of the classes
+        still on (see EventStream)."""
         from avparse.stream.clock import RealClock, VirtualClock
         from avparse.stream.pipeline import Runtime
 
@@ -385,59 +390,95 @@ class Parser:
         return EventStream(runtime, max_pending=max_pending)
 
 
-class _QueueSink:
-    """The runtime's sink (its thread): events into the bounded queue, the latest stats kept."""
+class _Buffer:
+    """The events between the runtime's thread and the consumer: bounded (a full buffer makes
+    ``put`` wait, so a slow consumer holds the runtime up instead of letting memory grow) until
+    :meth:`unbound`, after which ``put`` never waits. Unbound when the stream is closed: what the
+    runtime still emits then (the "stopped" offsets of open classes, a few events of its last
+    snippets) must not wait for a consumer that may never read again."""
 
-    def __init__(self, q: queue.Queue, closing: threading.Event):
-        self.q, self.closing = q, closing
+    def __init__(self, size: int):
+        self.size = max(1, size)
+        self._items: deque = deque()
+        self._cond = threading.Condition()
+        self._bounded = True
+
+    def put(self, item) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: not self._bounded or len(self._items) < self.size)
+            self._items.append(item)
+            self._cond.notify_all()
+
+    def get(self, timeout: float):
+        """The oldest item; raises queue.Empty after ``timeout`` seconds without one."""
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._items, timeout=timeout):
+                raise queue.Empty
+            item = self._items.popleft()
+            self._cond.notify_all()
+            return item
+
+    def unbound(self) -> None:
+        with self._cond:
+            self._bounded = False
+            self._cond.notify_all()
+
+    def __len__(self) -> int:
+        with self._cond:
+            return len(self._items)
+
+
+class _BufferSink:
+    """The runtime's sink (its thread): events into the buffer, the latest stats kept."""
+
+    def __init__(self, buf: _Buffer):
+        self.buf = buf
         self.last_stats: dict = {}
 
     def emit(self, event) -> None:
-        while not self.closing.is_set():  # a full queue makes the runtime wait, never grow
-            try:
-                self.q.put(event, timeout=0.1)
-                return
-            except queue.Full:
-                continue
+        self.buf.put(event)
 
     def stats(self, d: dict) -> None:
         self.last_stats = d
 
 
-def _drive(runtime, q: queue.Queue, closing: threading.Event, errors: list, end) -> None:
-    """The stream's thread: run the runtime, then queue the end marker (unless the consumer left)."""
+def _drive(runtime, buf: _Buffer, errors: list, end) -> None:
+    """The stream's thread: run the runtime, then put the end marker after its last events."""
     try:
         runtime.run()
     except BaseException as e:  # handed to the consumer
         errors.append(e)
     finally:
-        while not closing.is_set():
-            try:
-                q.put(end, timeout=0.1)
-                break
-            except queue.Full:
-                continue
+        buf.put(end)
 
 
 class EventStream:
-    """An iterator of Events from a Runtime running in a thread (see Parser.stream). ``close()``
-    (also on ``break`` out of a for loop, garbage collection, or leaving a ``with`` block) stops
-    the runtime: sources close, the thread ends (the "stopped" offsets of events still open are
-    not delivered after close). ``stats`` is the runtime's latest stats dict."""
+    """An iterator of Events from a Runtime running in a thread (see Parser.stream).
+
+    ``close()`` (also leaving a ``with`` block, or garbage collection of a stream nobody holds, as
+    after ``break`` out of ``for event in parser.stream(...)``) stops the runtime as ``avparse run``
+    stops on Ctrl-C: the sources close, every class still on is closed with an offset whose
+    ``reason`` is ``"stopped"`` (docs/eventstream.md), and the runtime's thread ends before
+    ``close()`` returns. Those offsets are kept for the iterator: after ``close()``, iterating the
+    stream yields the events decided before the stop that were not read yet, then the "stopped"
+    offsets, then ends; so a caller who reads on after ``close()`` has an offset for every onset it
+    received. ``close()`` may be called from another thread while the loop waits for the next event.
+    ``stats`` is the runtime's latest stats dict (its final one once the stream ended)."""
 
     _END = object()
 
-    def __init__(self, runtime, *, max_pending: int = 256):
+    def __init__(self, runtime, *, max_pending: int = 256, join_timeout: float = 60.0):
         self.runtime = runtime
+        self.join_timeout = join_timeout  # seconds close() waits for the runtime's last snippets and offsets
         self._errors: list = []
-        self._q: queue.Queue = queue.Queue(maxsize=max(1, max_pending))
-        self._closing = threading.Event()
-        self._sink = _QueueSink(self._q, self._closing)
-        self._done = False
+        self._buf = _Buffer(max_pending)
+        self._sink = _BufferSink(self._buf)
+        self._done = False      # the end marker was read: iteration is over
+        self._closed = False    # close() was called (or the stream ended by itself)
         runtime.add_sink(self._sink)
         runtime.start()  # opens the sources here: a missing camera or file raises now
         # the thread holds no reference to self, so dropping the iterator (break) frees it and closes
-        self._thread = threading.Thread(target=_drive, args=(runtime, self._q, self._closing, self._errors, self._END),
+        self._thread = threading.Thread(target=_drive, args=(runtime, self._buf, self._errors, self._END),
                                         name="avparse-stream", daemon=True)
         self._thread.start()
 
@@ -458,29 +499,28 @@ class EventStream:
             raise StopIteration
         while True:
             try:
-                item = self._q.get(timeout=0.25)
+                item = self._buf.get(timeout=0.25)
             except queue.Empty:
-                if self._thread.is_alive() or not self._q.empty():
+                if self._thread.is_alive() or len(self._buf):
                     continue
-                item = self._END
+                item = self._END  # the thread is gone without its end marker (cannot happen; no hang)
             if item is self._END:
-                self._finish()
+                self._done = self._closed = True
+                self._thread.join(timeout=self.join_timeout)
                 if self.error is not None:
                     raise self.error
                 raise StopIteration
             return item
 
-    def _finish(self) -> None:
-        self._done = True
-        self._closing.set()
-        self._thread.join(timeout=10)
-
     def close(self) -> None:
-        """Stop the runtime and wait for its thread (idempotent)."""
-        if self._done:
+        """Stop the runtime (offsets with reason "stopped" for the classes still on, kept for the
+        iterator), and wait for its thread to end. Idempotent."""
+        if self._closed:
             return
+        self._closed = True
+        self._buf.unbound()  # the runtime's last events never wait for the consumer
         self.runtime.stop("stopped")
-        self._finish()
+        self._thread.join(timeout=self.join_timeout)
 
     def __enter__(self):
         return self

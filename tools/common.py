@@ -54,7 +54,7 @@ def int_list(text: str, flag: str) -> tuple[int, ...]:
 # The model flags that `demo`, `run` and `parse` share:
 #     --model NAME|CKPT   a registry name (`avparse models`: demo, llp) or a checkpoint file
 #     --profile NAME      feature profile of a checkpoint that stores none (paper-pca: docs/model.md)
-#     --device, --precision auto|fp32|bf16|fp16, --offline, --threads N
+#     --device, --precision auto|fp32|bf16|fp16, --offline, --mirror URL, --threads N
 # They map onto avparse.tools.api.ModelOptions; loading is avparse.tools.api.load_parts, the same
 # code as avparse.load.
 
@@ -82,6 +82,11 @@ def add_model_flags(g, *, skip: tuple = ()) -> None:
         g.add_argument("--offline", action="store_true", default=None,
                        help="never download model files (also AVPARSE_OFFLINE=1); missing ones are named with "
                             "where to put them")
+    if "--mirror" not in skip:
+        g.add_argument("--mirror", default=None, metavar="URL",
+                       help="base address serving the model files by name (URL/<file name>; http://, https:// or "
+                            "file:///folder/) for networks that cannot reach the original hosts; the files are "
+                            "checked as from the original hosts (also AVPARSE_MIRROR)")
     if "--threads" not in skip:
         g.add_argument("--threads", type=int, default=None, metavar="N",
                        help="torch CPU threads (default: the CPUs other processes leave free; 0: torch's own)")
@@ -98,7 +103,20 @@ def model_options(o: dict):
         raise UserError(f"--threads must be >= 0, got {threads}")
     return ModelOptions(device=get("device"), precision=get("precision"), backend=get("backend"),
                         profile=o.get("profile"), extractor_weights=o.get("extractor_weights"),
-                        offline=True if o.get("offline") else None, threads=threads)
+                        offline=True if o.get("offline") else None, mirror=mirror_option(o.get("mirror")),
+                        threads=threads)
+
+
+def mirror_option(mirror):
+    """A --mirror value (or TOML ``mirror``) checked now: None stays None (AVPARSE_MIRROR, if set, decides)."""
+    if mirror is None:
+        return None
+    from avparse.core.hub import check_mirror
+
+    try:
+        return check_mirror(mirror)
+    except ValueError as e:
+        raise UserError(f"--mirror {e}") from None
 
 
 def check_model(spec) -> None:
@@ -136,11 +154,12 @@ def thread_tuner(o: dict):
     return ThreadTuner()
 
 
-def real_input_notice(prog: str, entry, kind: str) -> None:
-    """Print, once, the line a model trained on generated scenes owes a user of real input."""
+def real_input_notice(prog: str, entry, kind: str, classes=None) -> None:
+    """Print, once, the line a model trained on generated scenes owes a user of real input
+    (``classes``: the loaded checkpoint's)."""
     from .api import real_input_notice as text_of
 
-    text = text_of(entry, kind)
+    text = text_of(entry, kind, classes)
     if text:
         print(f"{prog}: note: {text}", file=sys.stderr, flush=True)
 

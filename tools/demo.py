@@ -28,7 +28,16 @@ import threading
 import time
 from pathlib import Path
 
-from .common import UserError, add_model_flags, add_tracker_args, check_model, run_main, stop_signals, tracker_options
+from .common import (
+    UserError,
+    add_model_flags,
+    add_tracker_args,
+    check_model,
+    mirror_option,
+    run_main,
+    stop_signals,
+    tracker_options,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,6 +114,7 @@ def _run(args) -> int:
     if args.threads is not None and args.threads < 0:
         raise UserError(f"--threads must be >= 0, got {args.threads}")
     check_model(args.model)
+    mirror_option(args.mirror)
     width, height = parse_size(args.size)
     headless = args.headless or not display_available()
     out = args.out
@@ -121,7 +131,7 @@ def _run(args) -> int:
                      scene_duration=args.scene_duration, camera=args.camera, mic=args.mic, file=args.file,
                      model=args.model, device=args.device or DemoConfig.device,
                      precision=args.precision or DemoConfig.precision, profile=args.profile,
-                     offline=bool(args.offline), threads=args.threads,
+                     offline=bool(args.offline), mirror=args.mirror, threads=args.threads,
                      max_lag=DemoConfig.max_lag if args.max_lag is None else (args.max_lag or None),
                      extractor_weights=args.extractor_weights, tracker=tracker,
                      headless=headless, out=out, events=events, duration=args.duration, width=width, height=height,

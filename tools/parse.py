@@ -31,6 +31,7 @@ from .common import (
     check_model,
     fail,
     load_model_parts,
+    mirror_option,
     real_input_notice,
     run_main,
     stream_name,
@@ -131,6 +132,24 @@ def main(argv=None) -> int:
     return run_main(build_parser, _run, argv)
 
 
+def _read_ahead(args, stream: str):
+    """The file opened and read ahead (ReadAhead.start: probed and decoded in a thread) while the
+    model loads, when the model is a registry name (its profile, hence the sample rate, is known
+    without torch); None for a checkpoint path. A file FFmpeg cannot read is reported when the
+    parse opens its source, as without the read-ahead."""
+    from avparse.core import registry
+    from avparse.core.profiles import PROFILES
+    from avparse.stream.sources import FileSource, ReadAhead
+
+    entry = registry.MODELS.get(args.model or registry.DEFAULT_MODEL)
+    profile = PROFILES.get(args.profile or entry.profile) if entry is not None else None
+    if profile is None:
+        return None
+    source = ReadAhead(FileSource(args.file, sample_rate=profile.sample_rate, name=stream))
+    source.start()
+    return source
+
+
 def _run(args) -> int:
     from avparse.core.media import MediaError, probe
     from avparse.stream.offline import iter_source
@@ -142,6 +161,7 @@ def _run(args) -> int:
 
     fmt = "json" if args.json else (args.format or "text")
     check_model(args.model)
+    mirror_option(args.mirror)
     check_media(args.file)
     url = is_url(args.file)
     stream = args.stream or stream_name(Path(args.file).stem)
@@ -150,7 +170,16 @@ def _run(args) -> int:
     except wire.WireError as e:
         raise UserError(f"--stream: {e}") from None
     options = tracker_options(args)
-    res, loaded, extractor = load_model_parts(vars(args))
+    early = _read_ahead(args, stream)  # FFmpeg decodes while torch and the model load
+    try:
+        res, loaded, extractor = load_model_parts(vars(args))
+    except BaseException:
+        if early is not None:
+            early.close()
+        raise
+    if early is not None and early.sample_rate != loaded.profile.sample_rate:
+        early.close()  # a profile other than the registry's (cannot happen for the registry's names)
+        early = None
     device = args.device or "cpu"
     tracker, _ = tracker_config(loaded, hop=args.hop, options=options)
     try:
@@ -159,16 +188,18 @@ def _run(args) -> int:
                                  device=device, backend=args.backend, tracker=tracker)
     except ValueError as e:
         raise UserError(f"pipeline options: {e}") from None
-    real_input_notice("avparse parse", res.entry, "file")
+    real_input_notice("avparse parse", res.entry, "file", loaded.classes)
     progress = None
     if sys.stderr.isatty() and not url:
         try:
-            total = probe(args.file).duration
-        except MediaError as e:
+            if early is not None:
+                early.open()  # waits for the opening that started before the model loaded
+            total = early.info.duration if early is not None else probe(args.file).duration
+        except (MediaError, SourceError) as e:
             raise UserError(str(e)) from None
         if total >= PROGRESS_MIN_SECONDS:
             progress = Progress(sys.stderr, total)
-    source = FileSource(args.file, sample_rate=loaded.profile.sample_rate, name=stream)
+    source = early or FileSource(args.file, sample_rate=loaded.profile.sample_rate, name=stream)
     stats: dict = {}
     printed = 0
     lines = wire.EventLines("avparse-parse")

@@ -30,6 +30,7 @@ from .common import (
     check_device,
     check_model,
     load_model_parts,
+    mirror_option,
     open_publisher,
     real_input_notice,
     run_main,
@@ -43,8 +44,8 @@ STOP_GRACE = 1.0  # seconds a signal waits for the pipeline to end by itself bef
 
 # TOML keys: top level, [publish], and each [[stream]] (anything else is an error).
 TOP_KEYS = {"model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
-            "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on", "min_off",
-            "gate", "calibration",
+            "offline", "mirror", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on",
+            "min_off", "gate", "calibration",
             "publish", "stream"}
 PUBLISH_KEYS = {"pub", "snapshot", "log", "name", "curve_server_key", "curve_allow", "heartbeat"}
 STREAM_KEYS = {"name", "scene", "scene_duration", "file", "camera", "mic", "speed"}
@@ -121,6 +122,7 @@ _TYPES = {
     "model": ((str,), "a model name or a path"), "profile": ((str,), "a profile name"),
     "hop": ((int, float), "a number"), "precision": ((str,), "auto, fp32, bf16 or fp16"),
     "offline": ((bool,), "true or false"), "threads": ((int,), "an integer"), "max_lag": ((int, float), "a number"),
+    "mirror": ((str,), "a base address (http://host/path/)"),
     "lookahead": ((int,), "an integer"), "window": ((int,), "an integer"), "max_batch": ((int,), "an integer"),
     "device": ((str,), "a string"), "backend": ((str,), "a string"), "extractor_weights": ((str,), "a path"),
     "duration": ((int, float), "a number"), "fast": ((bool,), "true or false"), "on": ((int, float), "a number"),
@@ -162,6 +164,7 @@ _RANGES = {
     "min_on": (lambda v: 0 <= v <= MAX_MIN_ON_OFF, f"a number of seconds from 0 to {MAX_MIN_ON_OFF:g}"),
     "min_off": (lambda v: 0 <= v <= MAX_MIN_ON_OFF, f"a number of seconds from 0 to {MAX_MIN_ON_OFF:g}"),
     "off": (lambda v: 0 <= v <= 1, "a probability from 0 to 1"),
+    "mirror": (lambda v: _is_mirror(v), "a base address: http://host/path/, https://... or file:///folder/"),
 }
 _FLAGS = {"duration": "--duration", "hop": "--hop", "window": "--window", "lookahead": "--lookahead",
           "max_batch": "--max-batch", "on": "--on", "min_on": "--min-on", "min_off": "--min-off",
@@ -195,6 +198,16 @@ def check_publish(publish: dict, where) -> None:
             raise UserError(f"{where('log')} {log!r} is a folder; give a file path for the event log")
         if not p.parent.is_dir():
             raise UserError(f"{where('log')} {log!r}: folder {p.parent} does not exist")
+
+
+def _is_mirror(text: str) -> bool:
+    from avparse.core.hub import check_mirror
+
+    try:
+        check_mirror(text)
+    except ValueError:
+        return False
+    return True
 
 
 def load_toml(path: str) -> RunSpec:
@@ -277,10 +290,11 @@ def spec_from_args(args) -> RunSpec:
         v = getattr(args, k)
         if v is not None:
             check_range(k, v, flag)
+    mirror_option(args.mirror)  # a bad address is one line now, before the sockets open
     # flags override the file's top-level and [publish] values
     for k in ("model", "profile", "hop", "lookahead", "window", "max_batch", "device", "backend", "precision",
-              "offline", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off", "min_on",
-              "min_off"):
+              "offline", "mirror", "threads", "max_lag", "extractor_weights", "duration", "fast", "on", "off",
+              "min_on", "min_off"):
         v = getattr(args, k)
         if v is not None:
             spec.options[k] = v
@@ -384,7 +398,7 @@ def _run(spec: RunSpec) -> int:
             clock = VirtualClock() if fast else RealClock()
             sources = build_sources(spec.streams, loaded.profile, fast=fast)
             for s in spec.streams:
-                real_input_notice("avparse run", res.entry, input_kind(s))
+                real_input_notice("avparse run", res.entry, input_kind(s), loaded.classes)
             runtime = Runtime(config, loaded, extractor, sources, clock=clock)
             runtime.on_notice = lambda text: print(f"avparse run: {text}", file=sys.stderr, flush=True)
             tuner = thread_tuner(o)

@@ -170,6 +170,42 @@ def test_mirror_replaces_the_original_hosts(weight_host, torch_home, tmp_path, m
         hub.fetch([RemoteFile(name="absent-12345678.pth", url=f.url, sha256="12345678")])
 
 
+def test_a_mirror_argument_wins_and_is_checked_like_the_original_hosts(weight_host, torch_home, tmp_path,
+                                                                        monkeypatch):
+    good, bad = _blob(tmp_path, 40_000, 13), _blob(tmp_path, 40_000, 14)
+    f = RemoteFile(name="g-x.pth", url="http://127.0.0.1:9/models/g-x.pth", sha256=hashlib.sha256(good).hexdigest())
+    weight_host.files["/m/g-x.pth"] = good
+    monkeypatch.setenv("AVPARSE_MIRROR", "http://127.0.0.1:9/elsewhere/")  # the argument overrides it
+    (p,) = hub.fetch([f], mirror=weight_host.url("/m"))  # with or without a trailing slash
+    assert p.read_bytes() == good and weight_host.log == [("/m/g-x.pth", None)]
+    # a mirror serving the wrong bytes under the right name: refused and removed, one line naming it
+    h = RemoteFile(name="h-x.pth", url="http://127.0.0.1:9/models/h-x.pth", sha256=hashlib.sha256(good).hexdigest())
+    weight_host.files["/m/h-x.pth"] = bad
+    with pytest.raises(WeightsError) as e:
+        hub.fetch([h], mirror=weight_host.url("/m/"))
+    assert weight_host.url("/m/h-x.pth") in str(e.value) and "refused" in str(e.value) and "\n" not in str(e.value)
+    assert not (torch_home / "hub" / "checkpoints" / "h-x.pth").exists()
+
+
+def test_a_folder_is_a_mirror_and_bad_addresses_are_one_line(torch_home, tmp_path, monkeypatch):
+    data = _blob(tmp_path, 30_000, 15)
+    folder = tmp_path / "share"
+    folder.mkdir()
+    (folder / "k-x.pth").write_bytes(data)
+    f = RemoteFile(name="k-x.pth", url="http://127.0.0.1:9/k-x.pth", sha256=hashlib.sha256(data).hexdigest())
+    (p,) = hub.fetch([f], mirror=folder.as_uri() + "/", progress=None)
+    assert p.read_bytes() == data
+    g = RemoteFile(name="l-x.pth", url="http://127.0.0.1:9/l-x.pth", sha256="12345678")
+    for bad in ("ftp://host/w/", "mirror.example.org/w", "http://"):
+        with pytest.raises(DownloadError, match="is not a base address") as e:
+            hub.fetch([g], mirror=bad)
+        assert str(e.value).startswith(f"mirror {bad!r}")
+    monkeypatch.setenv("AVPARSE_MIRROR", "w.example")
+    with pytest.raises(DownloadError, match="^AVPARSE_MIRROR 'w.example' is not a base address"):
+        hub.fetch([g])
+    assert hub.fetch([f]) == [p]  # a cached file needs no mirror: a bad setting does not stop it
+
+
 def test_cached_files_are_used_without_network_and_checked_once(weight_host, torch_home, tmp_path):
     data = _blob(tmp_path, 80_000, 12)
     f = _torchvision_like(weight_host, data)

@@ -71,6 +71,61 @@ def test_file_source_llp_clip_fast(llp_clip):
 
 
 @needs_ffmpeg
+def _ffmpeg_children() -> list:
+    import os
+
+    me = str(os.getpid())
+    out = subprocess.run(["ps", "-o", "pid=,ppid=,comm=", "-e"], capture_output=True, text=True).stdout.split("\n")
+    return [x for x in out if x.split()[1:2] == [me] and "ffmpeg" in x]
+
+
+def test_read_ahead_gives_the_same_chunks_bounded_and_stops_its_decoders(llp_clip, tmp_path):
+    """ReadAhead(FileSource) on the real clip: the same chunks in the same order as FileSource read
+    directly; opening and decoding run before read() is called (start), the buffer stays within its
+    bound (one chunk over at most), close() mid-way ends FFmpeg, and a file FFmpeg cannot read is
+    reported by open() as without the read-ahead."""
+    from avparse.stream.sources import ReadAhead
+
+    direct = list(FileSource(llp_clip, sample_rate=16000).read())
+    ahead = ReadAhead(FileSource(llp_clip, sample_rate=16000), max_bytes=2_000_000)
+    ahead.start()  # probes and decodes in its thread; returns at once
+    ahead.open()   # waits for the opening; again (iter_source opens its source): nothing new
+    ahead.open()
+    deadline = time.monotonic() + 20
+    while ahead._bytes < 1_500_000 and time.monotonic() < deadline:  # decoded before anyone reads
+        time.sleep(0.02)
+    assert 1_500_000 <= ahead._bytes <= 2_000_000 + 320 * 240 * 3
+    assert ahead.kinds == frozenset({"audio", "video"}) and ahead.info.duration > 9
+    got = list(ahead.read())
+    assert len(got) == len(direct) and isinstance(got[-1], EndOfStream) and got[-1] == direct[-1]
+    for a, b in zip(got[:-1], direct[:-1]):
+        assert type(a) is type(b) and a.t == b.t
+        assert np.array_equal(a.samples if isinstance(a, AudioChunk) else a.image,
+                              b.samples if isinstance(b, AudioChunk) else b.image)
+    ahead.close()
+    # stopped mid-way: the decoders end, read() ends
+    part = ReadAhead(FileSource(llp_clip, sample_rate=16000), max_bytes=1_000_000)
+    part.open()
+    it = part.read()
+    next(it)
+    assert _ffmpeg_children()
+    part.close()
+    assert len(list(it)) < len(direct) and not part._thread.is_alive()  # read() ends, the thread too
+    for _ in range(50):
+        if not _ffmpeg_children():
+            break
+        time.sleep(0.1)
+    assert _ffmpeg_children() == []
+    bad = tmp_path / "not-media.mp4"
+    bad.write_bytes(b"\x00" * 4096)
+    broken = ReadAhead(FileSource(bad, sample_rate=16000))
+    broken.start()
+    with pytest.raises(MediaError, match="not-media.mp4"):
+        broken.open()
+    with pytest.raises(MediaError):
+        list(broken.read())
+
+
 def test_file_source_paced_on_injected_clock(llp_clip):
     clock = VirtualClock(100.0)
     src = FileSource(llp_clip, sample_rate=16000, paced=True, clock=clock, block_seconds=0.04)

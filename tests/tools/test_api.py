@@ -87,11 +87,68 @@ def test_breaking_out_of_a_stream_stops_it(demo):
     assert _avparse_threads() == []
 
 
-def test_a_closed_stream_is_finished_and_a_with_block_closes_it(demo):
+def _unclosed(events):
+    """(label, modality) of the onsets in ``events`` that no later offset closes."""
+    open_ = set()
+    for e in events:
+        key = (e.label, e.modality)
+        if e.kind == "onset":
+            assert key not in open_, f"a second onset of {key} without an offset between"
+            open_.add(key)
+        else:
+            assert key in open_, f"an offset of {key} without its onset"
+            open_.discard(key)
+    return open_
+
+
+def test_a_with_block_stops_the_stream_and_keeps_its_stopped_offsets(demo):
     with demo.stream(scene=2, scene_duration=600, max_pending=1) as s:
-        first = next(s)  # the runtime now waits on the full queue: bounded, not growing
+        first = next(s)  # the runtime now waits on the full buffer: bounded, not growing
         assert first.kind == "onset"
-    assert _avparse_threads() == [] and list(s) == []
+    assert _avparse_threads() == []  # leaving the block stopped the runtime and its sources
+    rest = list(s)                    # the events not read yet, then the offsets of what was still on
+    assert rest and _unclosed([first] + rest) == set()
+    stopped = [e for e in rest if e.kind == "offset" and e.reason == "stopped"]
+    assert stopped and all(e.media_time < 600 for e in stopped)
+    assert list(s) == [] and s.error is None  # finished; closing again is a no-op
+    s.close()
+
+
+def test_close_delivers_stopped_offsets_of_a_real_file_to_the_reader(demo, llp_clip):
+    """The real LLP clip paced in real time: after a few events, close(); reading on gives an offset
+    (reason "stopped", before the clip's end) for every class still on, as `avparse run` sends on Ctrl-C."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the bundled model's real-input notice
+        s = demo.stream(file=llp_clip, realtime=True)
+    got = []
+    for e in s:
+        got.append(e)
+        if sum(x.kind == "onset" for x in got) >= 2:
+            break
+    still_on = _unclosed(got)
+    assert still_on  # the clip's classes are on from its first seconds
+    s.close()
+    assert _avparse_threads() == []
+    rest = list(s)
+    assert _unclosed(got + rest) == set()
+    stopped = {(e.label, e.modality) for e in rest if e.kind == "offset" and e.reason == "stopped"}
+    assert stopped and all(e.media_time < 10.0 for e in rest if e.kind == "offset" and e.reason == "stopped")
+    assert all(e.reason != "end-of-stream" for e in rest if e.kind == "offset")  # stopped, not run to the end
+
+
+def test_close_from_another_thread_ends_the_loop_with_the_stopped_offsets(demo):
+    s = demo.stream(scene=7, scene_duration=600, realtime=True)
+    got = []
+    closer = None
+    for e in s:  # the loop waits for events; another thread closes the stream
+        got.append(e)
+        if closer is None and e.kind == "onset":
+            closer = threading.Timer(0.3, s.close)
+            closer.start()
+    closer.join()
+    assert got and _unclosed(got) == set() and _avparse_threads() == []
+    assert any(e.kind == "offset" and e.reason == "stopped" for e in got)
+    assert max(e.media_time for e in got) < 60  # stopped early, not at the scene's end
 
 
 def test_stream_errors_come_at_the_call(demo, tmp_path):

@@ -162,3 +162,30 @@ def test_run_and_demo_take_model_llp(standin, llp_clip, tmp_path, capsys, monkey
                       "--out", str(out), "--no-publish", "--quiet", "--duration", "4"]) == 0
     err = capsys.readouterr().err
     assert out.is_file() and "note:" not in err and "AVVP-ECCV20" not in err  # nothing fetched again
+
+
+def test_parse_fetches_through_a_mirror_into_an_empty_cache(standin, llp_clip, tmp_path, capsys, monkeypatch):
+    """`avparse parse --model llp --mirror URL` on a machine whose cache is empty: every file comes from
+    the mirror (a flat folder of the files by name), none from the original hosts' paths."""
+    from avparse.core.events import Event
+    from avparse.core.labels import LLP_CLASSES
+    from avparse.tools import parse
+
+    host, cache, files = standin
+    for name in files:  # the mirror: the same files, flat, by name
+        real = urlparse(files[name].url).path
+        host.files[f"/mirror/{name}"] = host.files[real]
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty-home"))
+    monkeypatch.delenv("AVPARSE_OFFLINE", raising=False)
+    before = len(host.log)
+    rc = parse.main([str(llp_clip), "--model", "llp", "--mirror", host.url("/mirror"), "--precision", "bf16",
+                     "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    assert sorted(p for p, _ in host.log[before:]) == sorted(
+        f"/mirror/{n}" for n in ("AVVP-ECCV20-MMIL_Net-ef441b42.pt", "vggish-10086976.pth", "resnet152-394f9c45.pth",
+                                 "r2plus1d_18-91a641e6.pth"))
+    assert err.count("verified") == 4 and host.url("/mirror/") in err
+    events = [Event.from_dict(json.loads(x)) for x in out.splitlines()]
+    assert all(e.label in LLP_CLASSES for e in events)
+    assert (tmp_path / "empty-home" / "hub" / "checkpoints" / "resnet152-394f9c45.pth").is_file()

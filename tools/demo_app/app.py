@@ -45,6 +45,7 @@ class DemoConfig:
     precision: str = "auto"              # extractors: auto (fp32 on CPU, fp16 on CUDA), fp32, bf16 (CPU), fp16
     profile: str | None = None           # feature profile of a checkpoint that stores none (paper-pca)
     offline: bool = False                # never download model files
+    mirror: str | None = None            # base address serving the model files by name (None: $AVPARSE_MIRROR)
     threads: int | None = None           # torch CPU threads (None: the free CPUs, followed while running)
     max_lag: float | None = 3.0          # seconds input may wait before snippets are shed (None: never)
     extractor_weights: str | None = None  # folder searched first for the published extractor files
@@ -193,7 +194,8 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
             publish = {k: v for k, v in (("pub", cfg.pub), ("snapshot", cfg.snapshot)) if v}
             publisher = open_publisher(publish, " (or pass --pub/--snapshot, or --no-publish)")
         model_opts = {"model": cfg.model, "device": cfg.device, "precision": cfg.precision, "profile": cfg.profile,
-                      "offline": cfg.offline, "threads": cfg.threads, "extractor_weights": cfg.extractor_weights}
+                      "offline": cfg.offline, "mirror": cfg.mirror, "threads": cfg.threads,
+                      "extractor_weights": cfg.extractor_weights}
         res, loaded, extractor = load_model_parts(model_opts)
         profile = loaded.profile
         sources, where, truth = _watch(cfg, profile)
@@ -240,7 +242,7 @@ def run(cfg: DemoConfig, *, stopped: threading.Event, notice: str | None = None)
         except ValueError as e:
             raise UserError(f"pipeline options: {e}") from None
         real_input_notice("avparse demo", res.entry, "file" if cfg.file else "camera" if cfg.camera else
-                          "microphone" if cfg.mic else "scene")
+                          "microphone" if cfg.mic else "scene", loaded.classes)
         runtime = Runtime(config, loaded, extractor, tapped, clock=RealClock())
         runtime.on_notice = lambda text: print(f"avparse demo: {text}", file=sys.stderr, flush=True)
         tuner = thread_tuner(model_opts)

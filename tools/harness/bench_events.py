@@ -135,10 +135,11 @@ def bench(cfg: BenchEventsConfig, log=print) -> dict:
     from avparse.stream.calibrate import figures, tracker_events
     from avparse.stream.eventscore import detections, score_events, with_audiovisual
     from avparse.stream.tracker import TrackerConfig
-    from avparse.tools.common import load_model_parts
+    from avparse.tools.common import check_model, load_model_parts
 
     from .calibration import event_table
 
+    check_model(str(cfg.model) if cfg.model else None)
     # threads: None keeps torch's default (0 for the shared loader), as the flag's help says
     resolved, loaded, extractor = load_model_parts({"model": str(cfg.model) if cfg.model else None,
                                                     "threads": 0 if cfg.threads is None else cfg.threads})
